@@ -1,0 +1,281 @@
+//! The domain vocabulary shared by adapters, the store and the poller: marketplaces, canonical order
+//! states, and the normalized [`Order`] an adapter hands to the store.
+//!
+//! Everything here is marketplace-neutral. Adapters convert their private wire types into these types;
+//! the store persists them. The raw payload always travels with the normalized fields so that nothing
+//! a marketplace sent is ever lost.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The marketplaces ordersync speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarketplaceKind {
+    Allesgo,
+    C2c,
+    I1,
+    Labs,
+    Gittigidiyor,
+}
+
+impl MarketplaceKind {
+    pub const ALL: [MarketplaceKind; 5] = [
+        MarketplaceKind::Allesgo,
+        MarketplaceKind::C2c,
+        MarketplaceKind::I1,
+        MarketplaceKind::Labs,
+        MarketplaceKind::Gittigidiyor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarketplaceKind::Allesgo => "allesgo",
+            MarketplaceKind::C2c => "c2c",
+            MarketplaceKind::I1 => "i1",
+            MarketplaceKind::Labs => "labs",
+            MarketplaceKind::Gittigidiyor => "gittigidiyor",
+        }
+    }
+}
+
+impl fmt::Display for MarketplaceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a marketplace name that is not one of [`MarketplaceKind::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown marketplace `{0}` (expected one of allesgo, c2c, i1, labs, gittigidiyor)")]
+pub struct UnknownMarketplace(pub String);
+
+impl FromStr for MarketplaceKind {
+    type Err = UnknownMarketplace;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MarketplaceKind::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownMarketplace(s.to_owned()))
+    }
+}
+
+/// The canonical order state. Every marketplace status maps onto one of these; a status nobody has
+/// mapped yet becomes [`OrderState::Unknown`] and its raw code and text are kept beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    AwaitingPayment,
+    AwaitingApproval,
+    Approved,
+    Preparing,
+    Packaged,
+    Shipped,
+    Delivered,
+    Completed,
+    OnHold,
+    CancelRequested,
+    Cancelled,
+    Rejected,
+    ReturnRequested,
+    Returned,
+    Disputed,
+    Unknown,
+}
+
+impl OrderState {
+    pub const ALL: [OrderState; 16] = [
+        OrderState::AwaitingPayment,
+        OrderState::AwaitingApproval,
+        OrderState::Approved,
+        OrderState::Preparing,
+        OrderState::Packaged,
+        OrderState::Shipped,
+        OrderState::Delivered,
+        OrderState::Completed,
+        OrderState::OnHold,
+        OrderState::CancelRequested,
+        OrderState::Cancelled,
+        OrderState::Rejected,
+        OrderState::ReturnRequested,
+        OrderState::Returned,
+        OrderState::Disputed,
+        OrderState::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::AwaitingPayment => "awaiting_payment",
+            OrderState::AwaitingApproval => "awaiting_approval",
+            OrderState::Approved => "approved",
+            OrderState::Preparing => "preparing",
+            OrderState::Packaged => "packaged",
+            OrderState::Shipped => "shipped",
+            OrderState::Delivered => "delivered",
+            OrderState::Completed => "completed",
+            OrderState::OnHold => "on_hold",
+            OrderState::CancelRequested => "cancel_requested",
+            OrderState::Cancelled => "cancelled",
+            OrderState::Rejected => "rejected",
+            OrderState::ReturnRequested => "return_requested",
+            OrderState::Returned => "returned",
+            OrderState::Disputed => "disputed",
+            OrderState::Unknown => "unknown",
+        }
+    }
+
+    /// Whether an order in this state can still change in the ordinary course of business. Pollers that
+    /// cannot ask a marketplace for "what changed" re-read the orders that are not final.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            OrderState::Completed | OrderState::Cancelled | OrderState::Rejected | OrderState::Returned
+        )
+    }
+}
+
+impl fmt::Display for OrderState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a state name that is not canonical.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown order state `{0}`")]
+pub struct UnknownOrderState(pub String);
+
+impl FromStr for OrderState {
+    type Err = UnknownOrderState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OrderState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownOrderState(s.to_owned()))
+    }
+}
+
+/// A currency as sent by a marketplace: the raw text is always kept, the normalized ISO code only when
+/// the text is a currency ordersync knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Currency {
+    /// Exactly what the marketplace sent, e.g. `"usd"`, `"TL"`, `"TRY"`.
+    pub raw: String,
+    /// The ISO 4217 code (`TRY`, `USD`, `EUR`, `GBP`), or `None` when the raw text is not recognized.
+    pub iso: Option<&'static str>,
+}
+
+impl Currency {
+    /// Normalizes a marketplace's currency text. `TL` and `YTL` are the Turkish lira's local names.
+    pub fn parse(raw: &str) -> Currency {
+        let iso = match raw.trim().to_ascii_uppercase().as_str() {
+            "TRY" | "TL" | "YTL" => Some("TRY"),
+            "USD" => Some("USD"),
+            "EUR" => Some("EUR"),
+            "GBP" => Some("GBP"),
+            _ => None,
+        };
+        Currency {
+            raw: raw.to_owned(),
+            iso,
+        }
+    }
+}
+
+/// A marketplace status as received: the code and/or the text, whichever the API sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawStatus {
+    pub code: Option<String>,
+    pub text: Option<String>,
+}
+
+/// One order, normalized. Produced by an adapter from one marketplace order (plus whatever related
+/// resources that marketplace keeps elsewhere, such as i1's items and addresses).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Order {
+    /// The marketplace's identifier of the order, unique within one account.
+    pub external_id: String,
+    /// The number a shop operator sees, when it differs from the identifier.
+    pub order_number: Option<String>,
+    pub state: OrderState,
+    pub status: RawStatus,
+    pub total_amount: Option<Decimal>,
+    pub shipping_amount: Option<Decimal>,
+    pub currency: Option<Currency>,
+    pub customer_name: Option<String>,
+    pub customer_email: Option<String>,
+    pub shipping_city: Option<String>,
+    pub placed_at: Option<DateTime<Utc>>,
+    /// The marketplace's own last-change time of the order, when it has one.
+    pub source_updated_at: Option<DateTime<Utc>>,
+    pub lines: Vec<OrderLine>,
+    pub packages: Vec<Package>,
+    /// Everything the marketplace sent for this order, exactly as received (XML converted to JSON).
+    pub raw: serde_json::Value,
+}
+
+/// One line (item) of an order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderLine {
+    /// The marketplace's identifier of the line; adapters fall back to the line's position when the
+    /// marketplace has none.
+    pub external_id: String,
+    /// The package this line ships in, for marketplaces that group lines into packages.
+    pub package_external_id: Option<String>,
+    pub sku: Option<String>,
+    pub product_name: Option<String>,
+    pub quantity: Decimal,
+    pub unit_price: Option<Decimal>,
+    pub total_price: Option<Decimal>,
+    pub currency: Option<Currency>,
+    pub state: OrderState,
+    pub status: RawStatus,
+    pub raw: serde_json::Value,
+}
+
+/// A package (shipment) of an order, for marketplaces that have them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Package {
+    pub external_id: String,
+    pub state: OrderState,
+    pub status: RawStatus,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub total_amount: Option<Decimal>,
+    pub raw: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marketplace_names_round_trip() {
+        for m in MarketplaceKind::ALL {
+            assert_eq!(m.as_str().parse::<MarketplaceKind>().unwrap(), m);
+        }
+        assert!("amazon".parse::<MarketplaceKind>().is_err());
+    }
+
+    #[test]
+    fn order_states_round_trip() {
+        for s in OrderState::ALL {
+            assert_eq!(s.as_str().parse::<OrderState>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn currencies_normalize_local_names_and_keep_raw() {
+        let c = Currency::parse("usd");
+        assert_eq!((c.raw.as_str(), c.iso), ("usd", Some("USD")));
+        assert_eq!(Currency::parse("TL").iso, Some("TRY"));
+        let odd = Currency::parse("XBT");
+        assert_eq!((odd.raw.as_str(), odd.iso), ("XBT", None));
+    }
+}

@@ -1,0 +1,2 @@
+//! ordersync keeps a PostgreSQL database in step with shops' orders on five marketplaces.
+pub mod domain;
