@@ -1,0 +1,193 @@
+//! Configuration: the layers (built-in defaults → `config/default.toml` → `--config` file → environment
+//! `ORDERSYNC__SECTION__KEY`, with `DATABASE_URL` overriding `database.url`), the typed [`Settings`] the
+//! rest of the daemon reads, and validation whose every error names the key and the file it came from.
+
+mod raw;
+mod secret;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::domain::{MarketplaceKind, OrderState};
+pub use secret::{Secret, SecretSource};
+
+/// The file read after the built-in defaults, relative to the working directory, when it exists.
+pub const DEFAULT_FILE: &str = "config/default.toml";
+
+/// A configuration problem, naming the key and where it was set.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[source] config::ConfigError),
+    #[error("{key}: {problem} (set in {origin})")]
+    Invalid {
+        key: String,
+        problem: String,
+        origin: String,
+    },
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub shutdown_deadline: Duration,
+    pub accounts: Vec<AccountConfig>,
+    /// Operator overrides of the status → canonical state mapping, per marketplace.
+    pub status_map: HashMap<MarketplaceKind, HashMap<String, OrderState>>,
+    /// The files that were read, in order, for messages.
+    pub sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `None` when neither the files, the environment nor `DATABASE_URL` set one.
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+    pub auto_migrate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// One shop's credentials on one marketplace, and how to poll it.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub name: String,
+    pub marketplace: MarketplaceKind,
+    pub base_url: Url,
+    pub enabled: bool,
+    /// Cron expression with seconds, e.g. `0 */5 * * * *`.
+    pub schedule: String,
+    pub initial_sync_days: u32,
+    pub overlap: Duration,
+    pub page_size: u32,
+    pub requests_per_second: NonZeroU32,
+    pub timeout: Duration,
+    pub credentials: Credentials,
+}
+
+/// The credentials of an account, per marketplace.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Allesgo {
+        store_id: String,
+        access_token: Secret,
+    },
+    C2c {
+        domain: String,
+        api_key: Secret,
+        api_password: Secret,
+    },
+    I1 {
+        token: Secret,
+        /// The header carrying the token (default `Authorization`).
+        auth_header: String,
+        /// The word before the token (default `Bearer`; empty for none).
+        auth_scheme: String,
+    },
+    Labs {
+        token: Secret,
+    },
+    Gittigidiyor {
+        api_key: Secret,
+        secret_key: Secret,
+        /// The role name for HTTP basic auth.
+        username: String,
+        /// The role password for HTTP basic auth.
+        password: Secret,
+        lang: String,
+    },
+}
+
+impl Credentials {
+    /// Every secret value, for redaction.
+    pub fn secret_values(&self) -> Vec<String> {
+        let secrets: Vec<&Secret> = match self {
+            Credentials::Allesgo { access_token, .. } => vec![access_token],
+            Credentials::C2c {
+                api_key,
+                api_password,
+                ..
+            } => vec![api_key, api_password],
+            Credentials::I1 { token, .. } | Credentials::Labs { token } => vec![token],
+            Credentials::Gittigidiyor {
+                api_key,
+                secret_key,
+                password,
+                ..
+            } => vec![api_key, secret_key, password],
+        };
+        secrets.into_iter().map(|s| s.expose().to_owned()).collect()
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The operator's file (`--config` or `ORDERSYNC_CONFIG`).
+    pub file: Option<PathBuf>,
+    /// The directory holding `config/default.toml` (the working directory when `None`).
+    pub base_dir: Option<PathBuf>,
+    /// Environment variables to read instead of the process environment (tests).
+    pub env: Option<HashMap<String, String>>,
+}
+
+impl Settings {
+    /// Loads and validates the configuration. Literal secrets are accepted; [`Settings::warnings`]
+    /// lists them so that start-up can warn.
+    pub fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), ConfigError> {
+        raw::load(options)
+    }
+}
+
+impl AccountConfig {
+    /// The HTTP settings of this account's client.
+    pub fn http_settings(&self) -> crate::http::HttpSettings {
+        crate::http::HttpSettings {
+            timeout: self.timeout,
+            requests_per_second: self.requests_per_second,
+        }
+    }
+}
+
+/// The production base URL of a marketplace, when it has a single one (i1 is hosted per seller).
+pub fn default_base_url(marketplace: MarketplaceKind) -> Option<&'static str> {
+    match marketplace {
+        MarketplaceKind::Allesgo => Some("https://api.allesgo.com"),
+        MarketplaceKind::C2c => Some("https://kmk.apiservisi.com"),
+        MarketplaceKind::I1 => None,
+        MarketplaceKind::Labs => Some("https://api.labsoffice.com/v1"),
+        MarketplaceKind::Gittigidiyor => {
+            Some("https://dev.gittigidiyor.com:8443/listingapi/ws/IndividualSaleService")
+        }
+    }
+}
+
+/// The page size used when an account sets none: as large as each API allows without strain.
+pub fn default_page_size(marketplace: MarketplaceKind) -> u32 {
+    match marketplace {
+        // allesgo has no pagination: this is the order count above which a window is halved.
+        MarketplaceKind::Allesgo => 200,
+        // C2C: the number of order codes asked for per status request.
+        MarketplaceKind::C2c => 50,
+        MarketplaceKind::I1 | MarketplaceKind::Labs | MarketplaceKind::Gittigidiyor => 100,
+    }
+}

@@ -1,0 +1,436 @@
+//! The configuration as written (serde structs that refuse unknown keys), the layering of its sources,
+//! and the conversion into validated [`Settings`](super::Settings).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use url::Url;
+
+use super::secret::SecretSource;
+use super::{
+    AccountConfig, ConfigError, Credentials, DatabaseSettings, LoadOptions, LogFormat, LogSettings,
+    Secret, Settings,
+};
+use crate::domain::{MarketplaceKind, OrderState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    shutdown: RawShutdown,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+    #[serde(default)]
+    status_map: HashMap<String, HashMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    url: Option<SecretSource>,
+    max_connections: u32,
+    auto_migrate: bool,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        RawDatabase {
+            url: None,
+            max_connections: 10,
+            auto_migrate: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawShutdown {
+    #[serde(with = "humantime_serde")]
+    deadline: Duration,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown {
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: String,
+    marketplace: String,
+    base_url: Option<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_schedule")]
+    schedule: String,
+    #[serde(default = "default_initial_sync_days")]
+    initial_sync_days: u32,
+    #[serde(default = "default_overlap", with = "humantime_serde")]
+    overlap: Duration,
+    page_size: Option<u32>,
+    #[serde(default = "default_requests_per_second")]
+    requests_per_second: u32,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    // Credentials: which ones are required depends on the marketplace.
+    store_id: Option<String>,
+    access_token: Option<SecretSource>,
+    domain: Option<String>,
+    api_key: Option<SecretSource>,
+    api_password: Option<SecretSource>,
+    token: Option<SecretSource>,
+    auth_header: Option<String>,
+    auth_scheme: Option<String>,
+    secret_key: Option<SecretSource>,
+    username: Option<String>,
+    password: Option<SecretSource>,
+    lang: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_schedule() -> String {
+    "0 */5 * * * *".to_owned()
+}
+fn default_initial_sync_days() -> u32 {
+    30
+}
+fn default_overlap() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_requests_per_second() -> u32 {
+    5
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Which credential keys each marketplace takes; any other credential key on the account is an error.
+fn credential_keys(marketplace: MarketplaceKind) -> &'static [&'static str] {
+    match marketplace {
+        MarketplaceKind::Allesgo => &["store_id", "access_token"],
+        MarketplaceKind::C2c => &["domain", "api_key", "api_password"],
+        MarketplaceKind::I1 => &["token", "auth_header", "auth_scheme"],
+        MarketplaceKind::Labs => &["token"],
+        MarketplaceKind::Gittigidiyor => &["api_key", "secret_key", "username", "password", "lang"],
+    }
+}
+
+pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), ConfigError> {
+    let base = options.base_dir.clone().unwrap_or_default();
+    let default_file = base.join(super::DEFAULT_FILE);
+    let mut sources = Vec::new();
+    let mut builder = Config::builder();
+    if default_file.is_file() {
+        builder = builder.add_source(File::from(default_file.clone()).format(FileFormat::Toml));
+        sources.push(default_file);
+    }
+    if let Some(file) = &options.file {
+        builder = builder.add_source(File::from(file.clone()).format(FileFormat::Toml).required(true));
+        sources.push(file.clone());
+    }
+    let env_map = options.env.clone();
+    let lookup = |key: &str| match &env_map {
+        Some(map) => map.get(key).cloned(),
+        None => std::env::var(key).ok(),
+    };
+    let mut environment = Environment::with_prefix("ORDERSYNC")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    if let Some(map) = &env_map {
+        environment = environment.source(Some(map.clone().into_iter().collect()));
+    }
+    builder = builder.add_source(environment);
+    if let Some(url) = lookup("DATABASE_URL") {
+        builder = builder
+            .set_override("database.url", url)
+            .map_err(ConfigError::Load)?;
+    }
+    let config = builder.build().map_err(ConfigError::Load)?;
+
+    let origin = |key: &str| -> String {
+        let mut path = key.to_owned();
+        loop {
+            if let Some(o) = config
+                .get::<config::Value>(&path)
+                .ok()
+                .and_then(|v| v.origin().map(str::to_owned))
+            {
+                return o;
+            }
+            match path.rfind(['.', '[']) {
+                Some(i) => path.truncate(i),
+                None if key.starts_with("database.url") => return "DATABASE_URL".to_owned(),
+                None => return "the built-in defaults".to_owned(),
+            }
+        }
+    };
+    let invalid = |key: String, problem: String| {
+        let origin = origin(&key);
+        ConfigError::Invalid {
+            key,
+            problem,
+            origin,
+        }
+    };
+
+    let raw: RawSettings = serde_path_to_error::deserialize(config.clone()).map_err(|e| {
+        let key = e.path().to_string();
+        invalid(key, e.into_inner().to_string())
+    })?;
+
+    let mut warnings = Vec::new();
+    let mut resolve = |key: String, source: &SecretSource| -> Result<Secret, ConfigError> {
+        let from = origin(&key);
+        // Literals from the environment are how containers pass secrets; only files are warned about.
+        if source.is_literal() && from != "the environment" && from != "DATABASE_URL" {
+            warnings.push(format!(
+                "{key} is written as a literal secret in {from}; prefer {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
+            ));
+        }
+        source
+            .resolve(&lookup)
+            .map_err(|e| invalid(key, e.to_string()))
+    };
+
+    let database = DatabaseSettings {
+        url: match &raw.database.url {
+            Some(source) => Some(resolve("database.url".to_owned(), source)?),
+            None => None,
+        },
+        max_connections: raw.database.max_connections.max(1),
+        auto_migrate: raw.database.auto_migrate,
+    };
+
+    let mut accounts = Vec::with_capacity(raw.accounts.len());
+    for (i, account) in raw.accounts.iter().enumerate() {
+        let parsed = account_config(i, account, &mut resolve, &invalid)?;
+        if accounts
+            .iter()
+            .any(|a: &AccountConfig| a.name == parsed.name)
+        {
+            return Err(invalid(
+                format!("accounts[{i}].name"),
+                format!("account name `{}` is used twice", parsed.name),
+            ));
+        }
+        accounts.push(parsed);
+    }
+
+    let mut status_map = HashMap::new();
+    for (marketplace, entries) in &raw.status_map {
+        let kind: MarketplaceKind = marketplace
+            .parse()
+            .map_err(|e: crate::domain::UnknownMarketplace| {
+                invalid(format!("status_map.{marketplace}"), e.to_string())
+            })?;
+        let mut map = HashMap::new();
+        for (raw_status, state) in entries {
+            let state: OrderState = state.parse().map_err(|e: crate::domain::UnknownOrderState| {
+                invalid(format!("status_map.{marketplace}.{raw_status}"), e.to_string())
+            })?;
+            map.insert(raw_status.clone(), state);
+        }
+        status_map.insert(kind, map);
+    }
+
+    let log = LogSettings {
+        level: lookup("RUST_LOG").unwrap_or(raw.log.level),
+        format: raw.log.format,
+    };
+    Ok((
+        Settings {
+            database,
+            log,
+            shutdown_deadline: raw.shutdown.deadline,
+            accounts,
+            status_map,
+            sources,
+        },
+        warnings,
+    ))
+}
+
+fn account_config(
+    i: usize,
+    raw: &RawAccount,
+    resolve: &mut dyn FnMut(String, &SecretSource) -> Result<Secret, ConfigError>,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<AccountConfig, ConfigError> {
+    let key = |field: &str| format!("accounts[{i}].{field}");
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(invalid(
+            key("name"),
+            format!("`{}` must match [a-z0-9_-]+", raw.name),
+        ));
+    }
+    let marketplace: MarketplaceKind = raw
+        .marketplace
+        .parse()
+        .map_err(|e: crate::domain::UnknownMarketplace| invalid(key("marketplace"), e.to_string()))?;
+
+    let present: [(&str, bool); 12] = [
+        ("store_id", raw.store_id.is_some()),
+        ("access_token", raw.access_token.is_some()),
+        ("domain", raw.domain.is_some()),
+        ("api_key", raw.api_key.is_some()),
+        ("api_password", raw.api_password.is_some()),
+        ("token", raw.token.is_some()),
+        ("auth_header", raw.auth_header.is_some()),
+        ("auth_scheme", raw.auth_scheme.is_some()),
+        ("secret_key", raw.secret_key.is_some()),
+        ("username", raw.username.is_some()),
+        ("password", raw.password.is_some()),
+        ("lang", raw.lang.is_some()),
+    ];
+    let allowed = credential_keys(marketplace);
+    if let Some((field, _)) = present
+        .iter()
+        .find(|(field, set)| *set && !allowed.contains(field))
+    {
+        return Err(invalid(
+            key(field),
+            format!(
+                "is not a setting of a {marketplace} account (it takes {})",
+                allowed.join(", ")
+            ),
+        ));
+    }
+
+    let base_url_text = match (&raw.base_url, super::default_base_url(marketplace)) {
+        (Some(url), _) => url.clone(),
+        (None, Some(default)) => default.to_owned(),
+        (None, None) => {
+            return Err(invalid(
+                key("base_url"),
+                format!("is required for {marketplace} accounts (the seller's own API address)"),
+            ));
+        }
+    };
+    let base_url = Url::parse(&base_url_text)
+        .map_err(|e| invalid(key("base_url"), format!("`{base_url_text}` is not a URL: {e}")))?;
+    if !matches!(base_url.scheme(), "http" | "https") {
+        return Err(invalid(key("base_url"), "must be an http or https URL".to_owned()));
+    }
+
+    tokio_cron_scheduler::Job::new_async(raw.schedule.as_str(), |_, _| Box::pin(async {}))
+        .map_err(|e| {
+            invalid(
+                key("schedule"),
+                format!("`{}` is not a cron expression with seconds: {e}", raw.schedule),
+            )
+        })?;
+    if raw.initial_sync_days == 0 || raw.initial_sync_days > 3650 {
+        return Err(invalid(
+            key("initial_sync_days"),
+            "must be between 1 and 3650".to_owned(),
+        ));
+    }
+    if raw.timeout.is_zero() {
+        return Err(invalid(key("timeout"), "must be more than zero".to_owned()));
+    }
+    let requests_per_second = NonZeroU32::new(raw.requests_per_second)
+        .ok_or_else(|| invalid(key("requests_per_second"), "must be at least 1".to_owned()))?;
+    let page_size = raw
+        .page_size
+        .unwrap_or_else(|| super::default_page_size(marketplace));
+    if page_size == 0 || page_size > 1000 {
+        return Err(invalid(key("page_size"), "must be between 1 and 1000".to_owned()));
+    }
+
+    let mut secret = |field: &str, source: &Option<SecretSource>| -> Result<Secret, ConfigError> {
+        match source {
+            Some(source) => resolve(key(field), source),
+            None => Err(invalid(
+                key(field),
+                format!("is required for {marketplace} accounts"),
+            )),
+        }
+    };
+    let plain = |field: &str, value: &Option<String>| -> Result<String, ConfigError> {
+        match value {
+            Some(v) if !v.trim().is_empty() => Ok(v.clone()),
+            _ => Err(invalid(
+                key(field),
+                format!("is required for {marketplace} accounts"),
+            )),
+        }
+    };
+    let credentials = match marketplace {
+        MarketplaceKind::Allesgo => Credentials::Allesgo {
+            store_id: plain("store_id", &raw.store_id)?,
+            access_token: secret("access_token", &raw.access_token)?,
+        },
+        MarketplaceKind::C2c => Credentials::C2c {
+            domain: plain("domain", &raw.domain)?,
+            api_key: secret("api_key", &raw.api_key)?,
+            api_password: secret("api_password", &raw.api_password)?,
+        },
+        MarketplaceKind::I1 => Credentials::I1 {
+            token: secret("token", &raw.token)?,
+            auth_header: raw
+                .auth_header
+                .clone()
+                .unwrap_or_else(|| "Authorization".to_owned()),
+            auth_scheme: raw.auth_scheme.clone().unwrap_or_else(|| "Bearer".to_owned()),
+        },
+        MarketplaceKind::Labs => Credentials::Labs {
+            token: secret("token", &raw.token)?,
+        },
+        MarketplaceKind::Gittigidiyor => Credentials::Gittigidiyor {
+            api_key: secret("api_key", &raw.api_key)?,
+            secret_key: secret("secret_key", &raw.secret_key)?,
+            username: plain("username", &raw.username)?,
+            password: secret("password", &raw.password)?,
+            lang: raw.lang.clone().unwrap_or_else(|| "tr".to_owned()),
+        },
+    };
+
+    Ok(AccountConfig {
+        name: raw.name.clone(),
+        marketplace,
+        base_url,
+        enabled: raw.enabled,
+        schedule: raw.schedule.clone(),
+        initial_sync_days: raw.initial_sync_days,
+        overlap: raw.overlap,
+        page_size,
+        requests_per_second,
+        timeout: raw.timeout,
+        credentials,
+    })
+}

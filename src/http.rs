@@ -1,0 +1,271 @@
+//! The HTTP client every adapter talks through: rustls, timeouts, gzip, keep-alive, a per-account
+//! request rate limit, a clear User-Agent, the classification of every failure, and redaction.
+//!
+//! Contract: [`HttpClient::send`] returns the body of a 2xx response, or a [`MarketplaceError`] that
+//! says whether the failure is transient (connect, timeout, 5xx, 429 — with `Retry-After` when the API
+//! sent one), permanent (any other 4xx) or needs an operator (401/403). Every text it puts into an
+//! error has the account's secrets replaced by `***`, and URLs in errors carry no query string values
+//! that are secrets. Request bodies are never copied into errors or logs: some APIs (C2C) carry
+//! credentials in them. Retrying is the caller's decision; this module only classifies.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode};
+
+use crate::marketplace::MarketplaceError;
+
+/// How long an excerpt of a response body kept in an error may be.
+const EXCERPT_CHARS: usize = 500;
+
+/// Settings of one account's client.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub timeout: Duration,
+    pub requests_per_second: NonZeroU32,
+}
+
+/// A successful response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub elapsed: Duration,
+}
+
+/// One account's HTTP client. Cheap to clone; clones share the connection pool and the rate limit, so
+/// an account's poller and its outbox worker together stay within the account's request rate.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    redactor: Redactor,
+}
+
+impl HttpClient {
+    /// Builds a client for one account. `secrets` are the account's secret values; they are scrubbed
+    /// from every error text this client produces.
+    pub fn new(settings: &HttpSettings, secrets: Vec<String>) -> Result<HttpClient, reqwest::Error> {
+        let inner = reqwest::Client::builder()
+            .user_agent(concat!(
+                "ordersync/",
+                env!("CARGO_PKG_VERSION"),
+                " (+https://github.com/ordersync/ordersync)"
+            ))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .gzip(true)
+            .build()?;
+        Ok(HttpClient {
+            inner,
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(
+                settings.requests_per_second,
+            ))),
+            redactor: Redactor::new(secrets),
+        })
+    }
+
+    /// The underlying client, to build requests with.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> RequestBuilder {
+        self.inner.request(method, url)
+    }
+
+    /// The redactor holding this account's secrets.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// Sends a request after waiting for the rate limit and classifies the outcome. `what` names the
+    /// request in errors and logs (e.g. `GET orders/ page 3`); it must not contain secrets.
+    /// `api_message` extracts the API's own error message from a 4xx body, when the API has one.
+    pub async fn send(
+        &self,
+        what: &str,
+        request: RequestBuilder,
+        api_message: fn(&[u8]) -> Option<String>,
+    ) -> Result<HttpResponse, MarketplaceError> {
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| self.transport_error(what, e))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(what, e))?;
+        let elapsed = started.elapsed();
+        tracing::debug!(request = what, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "http response");
+        if status.is_success() {
+            return Ok(HttpResponse {
+                status,
+                content_type,
+                body,
+                elapsed,
+            });
+        }
+        let message = self.redactor.redact(
+            &api_message(&body).unwrap_or_else(|| excerpt(&body)),
+        );
+        let what = what.to_owned();
+        Err(if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            MarketplaceError::Transient {
+                what,
+                detail: format!("HTTP {}: {message}", status.as_u16()),
+                retry_after,
+                ambiguous: false,
+            }
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            MarketplaceError::Unauthorized {
+                what,
+                status: status.as_u16(),
+                message,
+            }
+        } else {
+            MarketplaceError::Rejected {
+                what,
+                status: Some(status.as_u16()),
+                message,
+            }
+        })
+    }
+
+    fn transport_error(&self, what: &str, error: reqwest::Error) -> MarketplaceError {
+        // A failure to connect means nothing reached the API; anything later (a timeout, a reset) may
+        // have been processed by it, which matters to callers that change state.
+        let ambiguous = !error.is_connect();
+        let kind = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "could not connect"
+        } else {
+            "transport error"
+        };
+        let detail = self
+            .redactor
+            .redact(&format!("{kind}: {}", ErrorChain(&error.without_url())));
+        MarketplaceError::Transient {
+            what: what.to_owned(),
+            detail,
+            retry_after: None,
+            ambiguous,
+        }
+    }
+}
+
+/// Displays an error with its whole `source()` chain.
+struct ErrorChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// The `Retry-After` header as a duration (delta-seconds or an HTTP date).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The first characters of a body, for error messages, lossily decoded.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
+    if text.chars().nth(EXCERPT_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Replaces an account's secret values by `***` in any text.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Arc<Vec<String>>,
+}
+
+impl Redactor {
+    pub fn new(mut secrets: Vec<String>) -> Redactor {
+        // Very short values would redact innocent text; no real credential is that short.
+        secrets.retain(|s| s.len() >= 4);
+        // Longest first, so a secret that contains another is scrubbed whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Redactor {
+            secrets: Arc::new(secrets),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.secrets.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+            let encoded = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+            if encoded != *secret && out.contains(encoded.as_str()) {
+                out = out.replace(encoded.as_str(), "***");
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} secrets)", self.secrets.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redactor_scrubs_plain_and_url_encoded_secrets() {
+        let r = Redactor::new(vec!["s3cr3t+token/x".into(), "ab".into()]);
+        let text = "GET /x?access_token=s3cr3t%2Btoken%2Fx failed; body said s3cr3t+token/x; ab stays";
+        assert_eq!(
+            r.redact(text),
+            "GET /x?access_token=*** failed; body said ***; ab stays"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn excerpt_is_bounded() {
+        let long = "ğ".repeat(2000);
+        assert_eq!(excerpt(long.as_bytes()).chars().count(), EXCERPT_CHARS + 1);
+    }
+}

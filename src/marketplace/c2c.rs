@@ -1,0 +1,31 @@
+//! The c2c adapter (placeholder until the adapter lands).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use super::{Marketplace, MarketplaceError, Page, PageRequest, StreamSpec};
+use crate::config::AccountConfig;
+use crate::domain::OrderState;
+use crate::http::HttpClient;
+
+pub struct C2c {
+    _http: HttpClient,
+}
+
+impl C2c {
+    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> C2c {
+        C2c { _http: http }
+    }
+}
+
+#[async_trait]
+impl Marketplace for C2c {
+    fn streams(&self) -> &'static [StreamSpec] {
+        &[]
+    }
+
+    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+        unimplemented!()
+    }
+}

@@ -1,0 +1,249 @@
+//! The marketplace abstraction: the [`Marketplace`] trait every adapter implements, the errors they
+//! report, status mapping with operator overrides, and [`build`], the one place that knows which adapter
+//! serves which [`MarketplaceKind`].
+//!
+//! Adding a marketplace means one new module here and one arm in [`build`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::AccountConfig;
+use crate::domain::{MarketplaceKind, Order, OrderState};
+use crate::http::HttpClient;
+
+pub mod allesgo;
+pub mod c2c;
+pub mod gittigidiyor;
+pub mod i1;
+pub mod labs;
+
+/// A source of orders on one marketplace for one account.
+///
+/// # Contract
+///
+/// * A marketplace is polled through one or more **streams** ([`Marketplace::streams`]), each with its
+///   own cursor in the store. A stream's [`StreamPlan`] tells the poller how to ask for data.
+/// * A **page** ([`Page`]) is what one call of [`Marketplace::fetch_page`] returns: a batch of complete,
+///   normalized orders (an order always comes with its lines, packages and whatever related resources
+///   the marketplace keeps elsewhere) plus the token of the next page, if any. The poller writes each page
+///   in one transaction. The same order may appear in several pages or runs: writes are idempotent.
+/// * For [`StreamPlan::Windows`] the poller asks for half-open windows `[from, to)` over the stream's
+///   change time (or creation time, where the API has nothing better). The adapter must return every
+///   order that changed (or was created) in the window, and may return more: over-fetching is safe,
+///   under-fetching loses orders. The cursor moves to a window's `to` only after the window's last page
+///   is committed, so a cursor promises: "every change before this instant is in the database".
+/// * Errors say what to do next ([`MarketplaceError::disposition`]): transient ones (connect, timeout,
+///   5xx, 429) are retried by the caller with backoff, honouring `retry_after`; permanent ones (other
+///   4xx, an error reported inside a 200 body) and malformed payloads fail the run with the cursor
+///   unmoved; unauthorized needs an operator. Adapters never retry and never panic on input.
+/// * Adapters never put a secret into an error, a log line or an order's raw payload.
+#[async_trait]
+pub trait Marketplace: Send + Sync {
+    /// The streams this marketplace is polled by.
+    fn streams(&self) -> &'static [StreamSpec];
+
+    /// Fetches one page of `stream` (one of the names in [`Marketplace::streams`]).
+    async fn fetch_page(
+        &self,
+        stream: &str,
+        request: &PageRequest,
+    ) -> Result<Page, MarketplaceError>;
+
+    /// The marketplace's catalogue of status codes with their descriptions, for marketplaces that
+    /// publish one through the API (allesgo). Fetched at start-up and daily, and stored.
+    async fn status_catalog(&self) -> Result<Vec<StatusDescription>, MarketplaceError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A stream of a marketplace and how it is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub plan: StreamPlan,
+}
+
+/// How the poller plans a stream's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamPlan {
+    /// Half-open time windows from the cursor (minus the account's overlap) to the run's frozen upper
+    /// bound, each at most `max_window` long (`None`: one window). With `adaptive`, the poller halves the
+    /// window after one that returned more than a page size of orders and doubles it (up to
+    /// `max_window`) after a quiet one — for APIs without pagination. With `reread_open`, the first window
+    /// starts no later than the placement time of the oldest order of the account that is not final —
+    /// for APIs whose filters cannot find changed orders.
+    Windows {
+        max_window: Option<Duration>,
+        adaptive: bool,
+        reread_open: bool,
+    },
+    /// Re-read, by identifier, every order of the account the store holds in a non-final state, in
+    /// batches of `batch` identifiers ([`PageRequest::order_ids`]). Used where the API offers no change
+    /// filter at all. The stream's cursor records when the last full pass finished.
+    OpenOrders { batch: usize },
+}
+
+/// One request for a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The window `[from, to)`; for [`StreamPlan::OpenOrders`] both are the run's upper bound.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `None` for a window's first page, then the previous page's [`Page::next`].
+    pub page: Option<String>,
+    pub page_size: u32,
+    /// For [`StreamPlan::OpenOrders`]: the external ids to re-read.
+    pub order_ids: Vec<String>,
+}
+
+/// One page of orders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub orders: Vec<Order>,
+    /// The token of the next page of the same window, or `None` when the window is complete.
+    pub next: Option<String>,
+    /// How many HTTP requests this page took (i1 fetches items and addresses separately).
+    pub requests: u32,
+}
+
+/// A status code and its description, as a marketplace publishes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusDescription {
+    pub code: String,
+    pub description: String,
+}
+
+/// What the caller should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again after a backoff; at least `retry_after` when the API said so.
+    Retry { retry_after: Option<Duration> },
+    /// Give up on this request: the failure will not go away by itself.
+    Fail,
+    /// Stop and tell an operator: the credentials were refused.
+    Operator,
+}
+
+/// A failure talking to a marketplace. Texts are already redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum MarketplaceError {
+    #[error("{what}: transient failure: {detail}")]
+    Transient {
+        what: String,
+        detail: String,
+        retry_after: Option<Duration>,
+        /// The request may have reached the API (a timeout or reset after sending).
+        ambiguous: bool,
+    },
+    #[error("{what}: refused{}: {message}", status.map(|s| format!(" with HTTP {s}")).unwrap_or_default())]
+    Rejected {
+        what: String,
+        /// `None` when the API reported the error inside a successful response.
+        status: Option<u16>,
+        message: String,
+    },
+    #[error("{what}: credentials refused (HTTP {status}): {message}; an operator must renew them")]
+    Unauthorized {
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{what}: malformed response: {reason}")]
+    Malformed {
+        what: String,
+        reason: String,
+        /// The body as received (redacted), so the payload can be recorded for an operator.
+        raw_body: String,
+    },
+}
+
+impl MarketplaceError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            MarketplaceError::Transient { retry_after, .. } => Disposition::Retry {
+                retry_after: *retry_after,
+            },
+            MarketplaceError::Rejected { .. } | MarketplaceError::Malformed { .. } => {
+                Disposition::Fail
+            }
+            MarketplaceError::Unauthorized { .. } => Disposition::Operator,
+        }
+    }
+
+    /// A malformed-payload error for `what`, keeping the (redacted) body.
+    pub fn malformed(
+        http: &HttpClient,
+        what: &str,
+        reason: impl std::fmt::Display,
+        body: &[u8],
+    ) -> MarketplaceError {
+        let redactor = http.redactor();
+        MarketplaceError::Malformed {
+            what: what.to_owned(),
+            reason: redactor.redact(&reason.to_string()),
+            raw_body: redactor.redact(&String::from_utf8_lossy(body)),
+        }
+    }
+}
+
+/// Maps a marketplace's raw status (code or text) to the canonical state: the adapter's defaults from
+/// the digest, overridden per marketplace by the operator's `[status_map.<marketplace>]` table.
+#[derive(Debug, Clone, Default)]
+pub struct StatusMap {
+    map: HashMap<String, OrderState>,
+}
+
+impl StatusMap {
+    pub fn new(defaults: &[(&str, OrderState)], overrides: &HashMap<String, OrderState>) -> StatusMap {
+        let mut map: HashMap<String, OrderState> = defaults
+            .iter()
+            .map(|(raw, state)| ((*raw).to_owned(), *state))
+            .collect();
+        map.extend(overrides.iter().map(|(k, v)| (k.clone(), *v)));
+        StatusMap { map }
+    }
+
+    /// The canonical state of `raw`, or [`OrderState::Unknown`] when nobody mapped it.
+    pub fn map(&self, raw: &str) -> OrderState {
+        self.map.get(raw).copied().unwrap_or(OrderState::Unknown)
+    }
+}
+
+/// Builds the adapter for an account. `overrides` are the operator's status mappings for the account's
+/// marketplace.
+pub fn build(
+    account: &AccountConfig,
+    http: HttpClient,
+    overrides: &HashMap<String, OrderState>,
+) -> Box<dyn Marketplace> {
+    match account.marketplace {
+        MarketplaceKind::Allesgo => Box::new(allesgo::Allesgo::new(account, http, overrides)),
+        MarketplaceKind::C2c => Box::new(c2c::C2c::new(account, http, overrides)),
+        MarketplaceKind::I1 => Box::new(i1::I1::new(account, http, overrides)),
+        MarketplaceKind::Labs => Box::new(labs::Labs::new(account, http, overrides)),
+        MarketplaceKind::Gittigidiyor => {
+            Box::new(gittigidiyor::Gittigidiyor::new(account, http, overrides))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_and_unmapped_is_unknown() {
+        let mut overrides = HashMap::new();
+        overrides.insert("B".to_owned(), OrderState::OnHold);
+        let map = StatusMap::new(
+            &[("A", OrderState::Approved), ("B", OrderState::Shipped)],
+            &overrides,
+        );
+        assert_eq!(map.map("A"), OrderState::Approved);
+        assert_eq!(map.map("B"), OrderState::OnHold);
+        assert_eq!(map.map("Z"), OrderState::Unknown);
+    }
+}
