@@ -9,5 +9,8 @@
 
 pub mod config;
 pub mod domain;
+pub mod embedded_pg;
 pub mod http;
 pub mod marketplace;
+pub mod poller;
+pub mod store;

@@ -1,0 +1,67 @@
+//! The PostgreSQL store: connecting, the embedded migrations, and plain functions over
+//! [`sqlx::PgExecutor`] for each table family (accounts, orders, cursors, runs, leases).
+//!
+//! Architecture invariant: a page of orders and the cursor checkpoint it justifies are written in one
+//! transaction ([`orders::write_page`]); the cursor never moves back (checked here and by a trigger).
+
+pub mod accounts;
+pub mod cursors;
+pub mod leases;
+pub mod orders;
+pub mod runs;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the lease on account {account_id} stream `{stream}` was lost to another replica")]
+    LeaseLost { account_id: i64, stream: String },
+}
+
+/// Opens a pool. The URL is a secret (it may hold a password): errors never include it.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.application_name("ordersync"))
+        .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations; returns how many were applied.
+pub async fn migrate(pool: &PgPool) -> Result<usize, StoreError> {
+    let before = applied_migrations(pool).await?;
+    MIGRATOR.run(pool).await?;
+    Ok(applied_migrations(pool).await? - before)
+}
+
+/// Whether every embedded migration has been applied.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, StoreError> {
+    Ok(applied_migrations(pool).await? >= MIGRATOR.iter().count())
+}
+
+async fn applied_migrations(pool: &PgPool) -> Result<usize, StoreError> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(pool)
+        .await?;
+    Ok(n as usize)
+}

@@ -1,0 +1,500 @@
+//! Orders, their lines, packages and state history, and the unknown values they carried.
+//!
+//! [`write_page`] is the only way orders enter the database: one transaction per page holding the
+//! lease check, the upserts and the cursor checkpoint, with a fixed number of statements per page (never
+//! one round trip per order). An order whose content hash is unchanged is not rewritten; a change of
+//! canonical state or raw status appends one `order_state_changes` row.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use sqlx::{PgExecutor, PgPool};
+
+use super::StoreError;
+use super::leases::Lease;
+use crate::domain::{MarketplaceKind, Order, OrderState, RawStatus};
+
+/// What a page write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageCounts {
+    pub seen: u32,
+    pub inserted: u32,
+    pub updated: u32,
+    pub unchanged: u32,
+}
+
+impl std::ops::AddAssign for PageCounts {
+    fn add_assign(&mut self, other: PageCounts) {
+        self.seen += other.seen;
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
+/// A page to write.
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrite<'a> {
+    pub account_id: i64,
+    pub marketplace: MarketplaceKind,
+    pub orders: &'a [Order],
+    /// The cursor this page justifies, if any: `(stream, value)`.
+    pub checkpoint: Option<(&'a str, DateTime<Utc>)>,
+    /// When set, the write fails with [`StoreError::LeaseLost`] unless the lease is still ours, and
+    /// renews it.
+    pub lease: Option<&'a Lease>,
+}
+
+/// The content hash of an order: SHA-256 over its normalized form and raw payload.
+pub fn content_hash(order: &Order) -> Vec<u8> {
+    // serde_json maps are sorted, so equal content always serializes to equal bytes.
+    let bytes = serde_json::to_vec(order).unwrap_or_default();
+    Sha256::digest(&bytes).to_vec()
+}
+
+struct Existing {
+    state: String,
+    status_code: Option<String>,
+    status_text: Option<String>,
+    content_hash: Vec<u8>,
+}
+
+/// Writes a page of orders and its checkpoint in one transaction.
+pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts, StoreError> {
+    let mut tx = pool.begin().await?;
+
+    if let Some(lease) = page.lease
+        && !super::leases::renew(&mut *tx, lease).await?
+    {
+        return Err(StoreError::LeaseLost {
+            account_id: lease.account_id,
+            stream: lease.stream.clone(),
+        });
+    }
+
+    // The last occurrence of an order within a page wins.
+    let mut by_id: HashMap<&str, &Order> = HashMap::with_capacity(page.orders.len());
+    for order in page.orders {
+        by_id.insert(order.external_id.as_str(), order);
+    }
+    let ids: Vec<&str> = by_id.keys().copied().collect();
+
+    let existing: HashMap<String, Existing> = sqlx::query_as::<_, (String, String, Option<String>, Option<String>, Vec<u8>)>(
+        "select external_id, state, status_code, status_text, content_hash from orders
+         where account_id = $1 and external_id = any($2) for update",
+    )
+    .bind(page.account_id)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(id, state, status_code, status_text, content_hash)| {
+        (
+            id,
+            Existing {
+                state,
+                status_code,
+                status_text,
+                content_hash,
+            },
+        )
+    })
+    .collect();
+
+    let mut counts = PageCounts {
+        seen: page.orders.len() as u32,
+        ..PageCounts::default()
+    };
+    let mut to_write: Vec<(&Order, Vec<u8>)> = Vec::new();
+    for order in by_id.values() {
+        let hash = content_hash(order);
+        match existing.get(&order.external_id) {
+            Some(old) if old.content_hash == hash => counts.unchanged += 1,
+            Some(_) => {
+                counts.updated += 1;
+                to_write.push((order, hash));
+            }
+            None => {
+                counts.inserted += 1;
+                to_write.push((order, hash));
+            }
+        }
+    }
+    // Duplicates within the page were seen but not written twice.
+    counts.unchanged += page.orders.len() as u32 - by_id.len() as u32;
+
+    if !to_write.is_empty() {
+        let order_ids = upsert_orders(&mut tx, page.account_id, &to_write).await?;
+        insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
+        replace_lines_and_packages(&mut tx, &to_write, &order_ids).await?;
+        record_unknown_values(&mut tx, page.marketplace, &to_write).await?;
+    }
+
+    if let Some((stream, value)) = page.checkpoint {
+        super::cursors::advance(&mut *tx, page.account_id, stream, value).await?;
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+async fn upsert_orders(
+    tx: &mut sqlx::PgConnection,
+    account_id: i64,
+    rows: &[(&Order, Vec<u8>)],
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut external_id = Vec::with_capacity(rows.len());
+    let mut order_number = Vec::with_capacity(rows.len());
+    let mut state = Vec::with_capacity(rows.len());
+    let mut status_code = Vec::with_capacity(rows.len());
+    let mut status_text = Vec::with_capacity(rows.len());
+    let mut total_amount: Vec<Option<Decimal>> = Vec::with_capacity(rows.len());
+    let mut shipping_amount: Vec<Option<Decimal>> = Vec::with_capacity(rows.len());
+    let mut currency = Vec::with_capacity(rows.len());
+    let mut currency_raw = Vec::with_capacity(rows.len());
+    let mut customer_name = Vec::with_capacity(rows.len());
+    let mut customer_email = Vec::with_capacity(rows.len());
+    let mut shipping_city = Vec::with_capacity(rows.len());
+    let mut placed_at = Vec::with_capacity(rows.len());
+    let mut source_updated_at = Vec::with_capacity(rows.len());
+    let mut hash = Vec::with_capacity(rows.len());
+    let mut raw = Vec::with_capacity(rows.len());
+    for (order, h) in rows {
+        external_id.push(order.external_id.as_str());
+        order_number.push(order.order_number.as_deref());
+        state.push(order.state.as_str());
+        status_code.push(order.status.code.as_deref());
+        status_text.push(order.status.text.as_deref());
+        total_amount.push(order.total_amount);
+        shipping_amount.push(order.shipping_amount);
+        currency.push(order.currency.as_ref().and_then(|c| c.iso));
+        currency_raw.push(order.currency.as_ref().map(|c| c.raw.as_str()));
+        customer_name.push(order.customer_name.as_deref());
+        customer_email.push(order.customer_email.as_deref());
+        shipping_city.push(order.shipping_city.as_deref());
+        placed_at.push(order.placed_at);
+        source_updated_at.push(order.source_updated_at);
+        hash.push(h.as_slice());
+        raw.push(order.raw.to_string());
+    }
+    let ids: Vec<(String, i64)> = sqlx::query_as(
+        "insert into orders (account_id, external_id, order_number, state, status_code, status_text,
+            total_amount, shipping_amount, currency, currency_raw, customer_name, customer_email,
+            shipping_city, placed_at, source_updated_at, content_hash, raw)
+         select $1, t.external_id, t.order_number, t.state, t.status_code, t.status_text,
+            t.total_amount, t.shipping_amount, t.currency, t.currency_raw, t.customer_name,
+            t.customer_email, t.shipping_city, t.placed_at, t.source_updated_at, t.content_hash,
+            t.raw::jsonb
+         from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
+            $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+            $14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::text[])
+            as t(external_id, order_number, state, status_code, status_text, total_amount,
+                 shipping_amount, currency, currency_raw, customer_name, customer_email,
+                 shipping_city, placed_at, source_updated_at, content_hash, raw)
+         on conflict (account_id, external_id) do update set
+            order_number = excluded.order_number, state = excluded.state,
+            status_code = excluded.status_code, status_text = excluded.status_text,
+            total_amount = excluded.total_amount, shipping_amount = excluded.shipping_amount,
+            currency = excluded.currency, currency_raw = excluded.currency_raw,
+            customer_name = excluded.customer_name, customer_email = excluded.customer_email,
+            shipping_city = excluded.shipping_city, placed_at = excluded.placed_at,
+            source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
+            raw = excluded.raw, last_changed_at = now()
+         returning external_id, id",
+    )
+    .bind(account_id)
+    .bind(&external_id)
+    .bind(&order_number)
+    .bind(&state)
+    .bind(&status_code)
+    .bind(&status_text)
+    .bind(&total_amount)
+    .bind(&shipping_amount)
+    .bind(&currency)
+    .bind(&currency_raw)
+    .bind(&customer_name)
+    .bind(&customer_email)
+    .bind(&shipping_city)
+    .bind(&placed_at)
+    .bind(&source_updated_at)
+    .bind(&hash)
+    .bind(&raw)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
+async fn insert_history(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(&Order, Vec<u8>)],
+    existing: &HashMap<String, Existing>,
+    order_ids: &HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let mut order_id = Vec::new();
+    let mut from_state = Vec::new();
+    let mut to_state = Vec::new();
+    let mut from_code = Vec::new();
+    let mut from_text = Vec::new();
+    let mut to_code = Vec::new();
+    let mut to_text = Vec::new();
+    for (order, _) in rows {
+        let (Some(old), Some(id)) = (
+            existing.get(&order.external_id),
+            order_ids.get(&order.external_id),
+        ) else {
+            continue;
+        };
+        let changed = old.state != order.state.as_str()
+            || old.status_code.as_deref() != order.status.code.as_deref()
+            || old.status_text.as_deref() != order.status.text.as_deref();
+        if changed {
+            order_id.push(*id);
+            from_state.push(old.state.as_str());
+            to_state.push(order.state.as_str());
+            from_code.push(old.status_code.as_deref());
+            from_text.push(old.status_text.as_deref());
+            to_code.push(order.status.code.as_deref());
+            to_text.push(order.status.text.as_deref());
+        }
+    }
+    if order_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into order_state_changes (order_id, from_state, to_state, from_status_code,
+            from_status_text, to_status_code, to_status_text)
+         select * from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+            $6::text[], $7::text[])",
+    )
+    .bind(&order_id)
+    .bind(&from_state)
+    .bind(&to_state)
+    .bind(&from_code)
+    .bind(&from_text)
+    .bind(&to_code)
+    .bind(&to_text)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn replace_lines_and_packages(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(&Order, Vec<u8>)],
+    order_ids: &HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    let written: Vec<i64> = order_ids.values().copied().collect();
+    sqlx::query("delete from order_lines where order_id = any($1)")
+        .bind(&written)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("delete from order_packages where order_id = any($1)")
+        .bind(&written)
+        .execute(&mut *tx)
+        .await?;
+
+    let mut l_order = Vec::new();
+    let mut l_external = Vec::new();
+    let mut l_position = Vec::new();
+    let mut l_package = Vec::new();
+    let mut l_sku = Vec::new();
+    let mut l_name = Vec::new();
+    let mut l_quantity = Vec::new();
+    let mut l_unit = Vec::new();
+    let mut l_total = Vec::new();
+    let mut l_currency = Vec::new();
+    let mut l_currency_raw = Vec::new();
+    let mut l_state = Vec::new();
+    let mut l_code = Vec::new();
+    let mut l_text = Vec::new();
+    let mut l_raw = Vec::new();
+    let mut p_order = Vec::new();
+    let mut p_external = Vec::new();
+    let mut p_state = Vec::new();
+    let mut p_code = Vec::new();
+    let mut p_text = Vec::new();
+    let mut p_carrier = Vec::new();
+    let mut p_tracking = Vec::new();
+    let mut p_total = Vec::new();
+    let mut p_raw = Vec::new();
+    for (order, _) in rows {
+        let Some(id) = order_ids.get(&order.external_id) else {
+            continue;
+        };
+        let mut seen_lines = std::collections::HashSet::new();
+        for (position, line) in order.lines.iter().enumerate() {
+            if !seen_lines.insert(line.external_id.as_str()) {
+                continue;
+            }
+            l_order.push(*id);
+            l_external.push(line.external_id.as_str());
+            l_position.push(position as i32);
+            l_package.push(line.package_external_id.as_deref());
+            l_sku.push(line.sku.as_deref());
+            l_name.push(line.product_name.as_deref());
+            l_quantity.push(line.quantity);
+            l_unit.push(line.unit_price);
+            l_total.push(line.total_price);
+            l_currency.push(line.currency.as_ref().and_then(|c| c.iso));
+            l_currency_raw.push(line.currency.as_ref().map(|c| c.raw.as_str()));
+            l_state.push(line.state.as_str());
+            l_code.push(line.status.code.as_deref());
+            l_text.push(line.status.text.as_deref());
+            l_raw.push(line.raw.to_string());
+        }
+        let mut seen_packages = std::collections::HashSet::new();
+        for package in &order.packages {
+            if !seen_packages.insert(package.external_id.as_str()) {
+                continue;
+            }
+            p_order.push(*id);
+            p_external.push(package.external_id.as_str());
+            p_state.push(package.state.as_str());
+            p_code.push(package.status.code.as_deref());
+            p_text.push(package.status.text.as_deref());
+            p_carrier.push(package.carrier.as_deref());
+            p_tracking.push(package.tracking_number.as_deref());
+            p_total.push(package.total_amount);
+            p_raw.push(package.raw.to_string());
+        }
+    }
+    if !l_order.is_empty() {
+        sqlx::query(
+            "insert into order_lines (order_id, external_id, position, package_external_id, sku,
+                product_name, quantity, unit_price, total_price, currency, currency_raw, state,
+                status_code, status_text, raw)
+             select t.order_id, t.external_id, t.position, t.package, t.sku, t.name, t.quantity,
+                t.unit_price, t.total_price, t.currency, t.currency_raw, t.state, t.code, t.text,
+                t.raw::jsonb
+             from unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                $7::numeric[], $8::numeric[], $9::numeric[], $10::text[], $11::text[], $12::text[],
+                $13::text[], $14::text[], $15::text[])
+                as t(order_id, external_id, position, package, sku, name, quantity, unit_price,
+                     total_price, currency, currency_raw, state, code, text, raw)",
+        )
+        .bind(&l_order)
+        .bind(&l_external)
+        .bind(&l_position)
+        .bind(&l_package)
+        .bind(&l_sku)
+        .bind(&l_name)
+        .bind(&l_quantity)
+        .bind(&l_unit)
+        .bind(&l_total)
+        .bind(&l_currency)
+        .bind(&l_currency_raw)
+        .bind(&l_state)
+        .bind(&l_code)
+        .bind(&l_text)
+        .bind(&l_raw)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !p_order.is_empty() {
+        sqlx::query(
+            "insert into order_packages (order_id, external_id, state, status_code, status_text,
+                carrier, tracking_number, total_amount, raw)
+             select t.order_id, t.external_id, t.state, t.code, t.text, t.carrier, t.tracking,
+                t.total, t.raw::jsonb
+             from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::numeric[], $9::text[])
+                as t(order_id, external_id, state, code, text, carrier, tracking, total, raw)",
+        )
+        .bind(&p_order)
+        .bind(&p_external)
+        .bind(&p_state)
+        .bind(&p_code)
+        .bind(&p_text)
+        .bind(&p_carrier)
+        .bind(&p_tracking)
+        .bind(&p_total)
+        .bind(&p_raw)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Counts the statuses and currencies that have no mapping, for operators.
+async fn record_unknown_values(
+    tx: &mut sqlx::PgConnection,
+    marketplace: MarketplaceKind,
+    rows: &[(&Order, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    let mut seen: HashMap<(&'static str, String), i64> = HashMap::new();
+    // A status that was never sent is not an unknown value.
+    let raw_of = |status: &RawStatus| status.code.clone().or_else(|| status.text.clone());
+    for (order, _) in rows {
+        if order.state == OrderState::Unknown
+            && let Some(raw) = raw_of(&order.status)
+        {
+            *seen.entry(("status", raw)).or_default() += 1;
+        }
+        for line in &order.lines {
+            if line.state == OrderState::Unknown
+                && let Some(raw) = raw_of(&line.status)
+            {
+                *seen.entry(("line_status", raw)).or_default() += 1;
+            }
+        }
+        let currencies = order
+            .currency
+            .iter()
+            .chain(order.lines.iter().filter_map(|l| l.currency.as_ref()));
+        for currency in currencies {
+            if currency.iso.is_none() {
+                *seen.entry(("currency", currency.raw.clone())).or_default() += 1;
+            }
+        }
+    }
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let (keys, counts): (Vec<_>, Vec<i64>) = seen.into_iter().unzip();
+    let (fields, values): (Vec<&str>, Vec<String>) = keys.into_iter().unzip();
+    sqlx::query(
+        "insert into unknown_values (marketplace, field, value, occurrences)
+         select $1, t.field, t.value, t.n from unnest($2::text[], $3::text[], $4::bigint[])
+            as t(field, value, n)
+         on conflict (marketplace, field, value) do update
+            set occurrences = unknown_values.occurrences + excluded.occurrences,
+                last_seen_at = now()",
+    )
+    .bind(marketplace.as_str())
+    .bind(&fields)
+    .bind(&values)
+    .bind(&counts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// External ids of the account's orders that are not in a final state, oldest first.
+pub async fn open_order_ids(
+    db: impl PgExecutor<'_>,
+    account_id: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select external_id from orders
+         where account_id = $1 and state not in ('completed', 'cancelled', 'rejected', 'returned')
+         order by placed_at nulls first, id",
+    )
+    .bind(account_id)
+    .fetch_all(db)
+    .await
+}
+
+/// When the oldest order of the account that is not final was placed.
+pub async fn oldest_open_placed_at(
+    db: impl PgExecutor<'_>,
+    account_id: i64,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select min(placed_at) from orders
+         where account_id = $1 and state not in ('completed', 'cancelled', 'rejected', 'returned')",
+    )
+    .bind(account_id)
+    .fetch_one(db)
+    .await
+}
