@@ -38,6 +38,7 @@ create table orders (
     shipping_city text,
     placed_at timestamptz,
     source_updated_at timestamptz,
+    first_window_from timestamptz,
     first_seen_at timestamptz not null default now(),
     last_changed_at timestamptz not null default now(),
     content_hash bytea not null check (length(content_hash) = 32),
@@ -54,6 +55,7 @@ comment on column orders.currency is 'ISO 4217 code when the raw currency was re
 comment on column orders.currency_raw is 'The currency exactly as the marketplace sent it.';
 comment on column orders.placed_at is 'When the customer placed the order (marketplace time, local times read as Europe/Istanbul).';
 comment on column orders.source_updated_at is 'The marketplace''s own last-change time of the order, when the API has one.';
+comment on column orders.first_window_from is 'Start of the earliest request window that returned the order: re-reading from here finds it again, whichever date the API''s range filters on.';
 comment on column orders.first_seen_at is 'When ordersync first stored the order.';
 comment on column orders.last_changed_at is 'When ordersync last stored a different content for the order.';
 comment on column orders.content_hash is 'SHA-256 of the normalized order and its raw payload; an unchanged hash means the row is not rewritten.';

@@ -134,7 +134,10 @@ impl OrderState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            OrderState::Completed | OrderState::Cancelled | OrderState::Rejected | OrderState::Returned
+            OrderState::Completed
+                | OrderState::Cancelled
+                | OrderState::Rejected
+                | OrderState::Returned
         )
     }
 }

@@ -18,7 +18,9 @@ pub enum EmbeddedPgError {
         "PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or under /usr/lib/postgresql/*/bin; install PostgreSQL or set DATABASE_URL"
     )]
     BinariesNotFound,
-    #[error("running as root, but there is no `postgres` user to run the cluster as; set DATABASE_URL")]
+    #[error(
+        "running as root, but there is no `postgres` user to run the cluster as; set DATABASE_URL"
+    )]
     NoServiceUser,
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
@@ -187,7 +189,8 @@ fn run(command: &mut Command) -> Result<(), EmbeddedPgError> {
 /// The directory holding `initdb` and `pg_ctl`: on PATH, else the newest Debian/Ubuntu install.
 fn find_bin_dir() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     if let Some(dir) = on_path {
         // Debian puts wrappers on PATH that are links into the versioned directory.

@@ -50,7 +50,10 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds a client for one account. `secrets` are the account's secret values; they are scrubbed
     /// from every error text this client produces.
-    pub fn new(settings: &HttpSettings, secrets: Vec<String>) -> Result<HttpClient, reqwest::Error> {
+    pub fn new(
+        settings: &HttpSettings,
+        secrets: Vec<String>,
+    ) -> Result<HttpClient, reqwest::Error> {
         let inner = reqwest::Client::builder()
             .user_agent(concat!(
                 "ordersync/",
@@ -92,7 +95,10 @@ impl HttpClient {
     ) -> Result<HttpResponse, MarketplaceError> {
         self.limiter.until_ready().await;
         let started = Instant::now();
-        let response = request.send().await.map_err(|e| self.transport_error(what, e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(what, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let content_type = response
@@ -105,7 +111,12 @@ impl HttpClient {
             .await
             .map_err(|e| self.transport_error(what, e))?;
         let elapsed = started.elapsed();
-        tracing::debug!(request = what, status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "http response");
+        tracing::debug!(
+            request = what,
+            status = status.as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "http response"
+        );
         if status.is_success() {
             return Ok(HttpResponse {
                 status,
@@ -114,30 +125,32 @@ impl HttpClient {
                 elapsed,
             });
         }
-        let message = self.redactor.redact(
-            &api_message(&body).unwrap_or_else(|| excerpt(&body)),
-        );
+        let message = self
+            .redactor
+            .redact(&api_message(&body).unwrap_or_else(|| excerpt(&body)));
         let what = what.to_owned();
-        Err(if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            MarketplaceError::Transient {
-                what,
-                detail: format!("HTTP {}: {message}", status.as_u16()),
-                retry_after,
-                ambiguous: false,
-            }
-        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            MarketplaceError::Unauthorized {
-                what,
-                status: status.as_u16(),
-                message,
-            }
-        } else {
-            MarketplaceError::Rejected {
-                what,
-                status: Some(status.as_u16()),
-                message,
-            }
-        })
+        Err(
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                MarketplaceError::Transient {
+                    what,
+                    detail: format!("HTTP {}: {message}", status.as_u16()),
+                    retry_after,
+                    ambiguous: false,
+                }
+            } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                MarketplaceError::Unauthorized {
+                    what,
+                    status: status.as_u16(),
+                    message,
+                }
+            } else {
+                MarketplaceError::Rejected {
+                    what,
+                    status: Some(status.as_u16()),
+                    message,
+                }
+            },
+        )
     }
 
     fn transport_error(&self, what: &str, error: reqwest::Error) -> MarketplaceError {
@@ -225,7 +238,8 @@ impl Redactor {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), "***");
             }
-            let encoded = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+            let encoded =
+                url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
             if encoded != *secret && out.contains(encoded.as_str()) {
                 out = out.replace(encoded.as_str(), "***");
             }
@@ -247,7 +261,8 @@ mod tests {
     #[test]
     fn redactor_scrubs_plain_and_url_encoded_secrets() {
         let r = Redactor::new(vec!["s3cr3t+token/x".into(), "ab".into()]);
-        let text = "GET /x?access_token=s3cr3t%2Btoken%2Fx failed; body said s3cr3t+token/x; ab stays";
+        let text =
+            "GET /x?access_token=s3cr3t%2Btoken%2Fx failed; body said s3cr3t+token/x; ab stays";
         assert_eq!(
             r.redact(text),
             "GET /x?access_token=*** failed; body said ***; ab stays"

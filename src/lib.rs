@@ -7,10 +7,14 @@
 //! - [`http`]: the shared HTTP client, failure classification, redaction.
 //! - [`marketplace`]: the adapter trait and one module per marketplace.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod marketplace;
 pub mod poller;
+pub mod progress;
 pub mod store;
+pub mod telemetry;

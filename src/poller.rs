@@ -250,9 +250,16 @@ impl AccountPoller {
         let t0 = Utc::now();
         let (from, to) = self.plan(spec, mode, t0).await.map_err(store_err)?;
         let replay = matches!(mode, RunMode::Replay { .. });
-        let run_id = runs::start(&self.pool, self.account_id, spec.name, &self.holder, replay, (from, to))
-            .await
-            .map_err(|e| store_err(e.into()))?;
+        let run_id = runs::start(
+            &self.pool,
+            self.account_id,
+            spec.name,
+            &self.holder,
+            replay,
+            (from, to),
+        )
+        .await
+        .map_err(|e| store_err(e.into()))?;
         tracing::info!(stream = spec.name, run_id, %from, %to, replay, "poll run started");
 
         let result = match spec.plan {
@@ -261,12 +268,25 @@ impl AccountPoller {
                 adaptive,
                 ..
             } => {
-                self.run_windows(spec, mode, lease, run_id, (from, to), max_window, adaptive, shutdown, progress, totals)
-                    .await
+                self.run_windows(
+                    spec,
+                    mode,
+                    lease,
+                    run_id,
+                    (from, to),
+                    max_window,
+                    adaptive,
+                    shutdown,
+                    progress,
+                    totals,
+                )
+                .await
             }
             StreamPlan::OpenOrders { batch } => {
-                self.run_open_orders(spec, mode, lease, run_id, to, batch, shutdown, progress, totals)
-                    .await
+                self.run_open_orders(
+                    spec, mode, lease, run_id, to, batch, shutdown, progress, totals,
+                )
+                .await
             }
         };
 
@@ -288,7 +308,9 @@ impl AccountPoller {
                 unchanged = totals.counts.unchanged,
                 "poll run finished"
             ),
-            Err(e) => tracing::error!(stream = spec.name, run_id, error = %error_chain(e), "poll run failed"),
+            Err(e) => {
+                tracing::error!(stream = spec.name, run_id, error = %error_chain(e), "poll run failed")
+            }
         }
         runs::finish(&self.pool, run_id, totals, outcome, error.as_deref())
             .await
@@ -306,9 +328,13 @@ impl AccountPoller {
         let (since, until) = match mode {
             RunMode::Replay { since, until } => return Ok((since, until.min(t0))),
             RunMode::Live => {
-                let backfill_start = t0 - TimeDelta::days(i64::from(self.account.initial_sync_days));
-                let overlap = TimeDelta::from_std(self.account.overlap).unwrap_or(TimeDelta::zero());
-                let since = match store::cursors::get(&self.pool, self.account_id, spec.name).await? {
+                let backfill_start =
+                    t0 - TimeDelta::days(i64::from(self.account.initial_sync_days));
+                let overlap =
+                    TimeDelta::from_std(self.account.overlap).unwrap_or(TimeDelta::zero());
+                let since = match store::cursors::get(&self.pool, self.account_id, spec.name)
+                    .await?
+                {
                     Some(cursor) => {
                         if cursor > t0 {
                             tracing::warn!(stream = spec.name, %cursor, "cursor is ahead of the clock; reading from now instead");
@@ -323,7 +349,7 @@ impl AccountPoller {
         let since = match spec.plan {
             StreamPlan::Windows {
                 reread_open: true, ..
-            } => match orders::oldest_open_placed_at(&self.pool, self.account_id).await? {
+            } => match orders::open_orders_start(&self.pool, self.account_id).await? {
                 Some(oldest) => since.min(oldest.max(t0 - REREAD_OPEN_LIMIT)),
                 None => since,
             },
@@ -372,9 +398,17 @@ impl AccountPoller {
                     return Ok(false);
                 };
                 window_orders += page.orders.len();
-                let checkpoint = (mode == RunMode::Live && page.next.is_none()).then_some((spec.name, end));
-                self.write(spec, lease, &page, checkpoint, totals).await?;
-                progress.page_written(spec.name, from, if page.next.is_none() { end } else { start }, to, totals);
+                let checkpoint =
+                    (mode == RunMode::Live && page.next.is_none()).then_some((spec.name, end));
+                self.write(spec, lease, &page, Some(start), checkpoint, totals)
+                    .await?;
+                progress.page_written(
+                    spec.name,
+                    from,
+                    if page.next.is_none() { end } else { start },
+                    to,
+                    totals,
+                );
                 match page.next {
                     Some(next) => token = Some(next),
                     None => break,
@@ -434,7 +468,8 @@ impl AccountPoller {
                 };
                 let done = i + 1 == last && page.next.is_none();
                 let checkpoint = (mode == RunMode::Live && done).then_some((spec.name, to));
-                self.write(spec, lease, &page, checkpoint, totals).await?;
+                self.write(spec, lease, &page, None, checkpoint, totals)
+                    .await?;
                 progress.page_written(spec.name, to, to, to, totals);
                 match page.next {
                     Some(next) => token = Some(next),
@@ -443,8 +478,19 @@ impl AccountPoller {
             }
         }
         if last == 0 && mode == RunMode::Live {
-            self.write(spec, lease, &Page { orders: Vec::new(), next: None, requests: 0 }, Some((spec.name, to)), totals)
-                .await?;
+            self.write(
+                spec,
+                lease,
+                &Page {
+                    orders: Vec::new(),
+                    next: None,
+                    requests: 0,
+                },
+                None,
+                Some((spec.name, to)),
+                totals,
+            )
+            .await?;
         }
         Ok(true)
     }
@@ -511,6 +557,7 @@ impl AccountPoller {
         spec: &StreamSpec,
         lease: &Lease,
         page: &Page,
+        window_from: Option<DateTime<Utc>>,
         checkpoint: Option<(&str, DateTime<Utc>)>,
         totals: &mut RunTotals,
     ) -> Result<(), PollError> {
@@ -520,6 +567,7 @@ impl AccountPoller {
                 account_id: self.account_id,
                 marketplace: self.account.marketplace,
                 orders: &page.orders,
+                window_from,
                 checkpoint,
                 lease: Some(lease),
             },

@@ -49,18 +49,27 @@ async fn setup() -> (common::TestDb, i64) {
     let db = common::test_db().await;
     let ids = accounts::sync_with_config(
         &db.pool,
-        &[common::account("shop", MarketplaceKind::I1, "http://127.0.0.1:1/api/i1/")],
+        &[common::account(
+            "shop",
+            MarketplaceKind::I1,
+            "http://127.0.0.1:1/api/i1/",
+        )],
     )
     .await
     .unwrap();
     (db, ids["shop"])
 }
 
-fn page<'a>(account_id: i64, orders: &'a [Order], checkpoint: Option<(&'a str, chrono::DateTime<Utc>)>) -> PageWrite<'a> {
+fn page<'a>(
+    account_id: i64,
+    orders: &'a [Order],
+    checkpoint: Option<(&'a str, chrono::DateTime<Utc>)>,
+) -> PageWrite<'a> {
     PageWrite {
         account_id,
         marketplace: MarketplaceKind::I1,
         orders,
+        window_from: None,
         checkpoint,
         lease: None,
     }
@@ -77,7 +86,11 @@ async fn xmin(pool: &PgPool, external_id: &str) -> String {
 #[tokio::test]
 async fn migrations_apply_once() {
     let db = common::test_db().await;
-    assert_eq!(store::migrate(&db.pool).await.unwrap(), 0, "a second run changes nothing");
+    assert_eq!(
+        store::migrate(&db.pool).await.unwrap(),
+        0,
+        "a second run changes nothing"
+    );
     assert!(store::migrations_current(&db.pool).await.unwrap());
     let tables: i64 = sqlx::query_scalar(
         "select count(*) from information_schema.tables where table_schema = 'public'
@@ -92,18 +105,40 @@ async fn migrations_apply_once() {
 #[tokio::test]
 async fn unchanged_orders_are_not_rewritten_and_changes_add_one_history_row() {
     let (db, account) = setup().await;
-    let first = [order("1", OrderState::AwaitingApproval, "100"), order("2", OrderState::Approved, "200")];
-    let counts = write_page(&db.pool, page(account, &first, None)).await.unwrap();
-    assert_eq!((counts.inserted, counts.updated, counts.unchanged), (2, 0, 0));
+    let first = [
+        order("1", OrderState::AwaitingApproval, "100"),
+        order("2", OrderState::Approved, "200"),
+    ];
+    let counts = write_page(&db.pool, page(account, &first, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.inserted, counts.updated, counts.unchanged),
+        (2, 0, 0)
+    );
     let before = xmin(&db.pool, "1").await;
 
-    let again = write_page(&db.pool, page(account, &first, None)).await.unwrap();
+    let again = write_page(&db.pool, page(account, &first, None))
+        .await
+        .unwrap();
     assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, 2));
-    assert_eq!(xmin(&db.pool, "1").await, before, "unchanged row was rewritten");
+    assert_eq!(
+        xmin(&db.pool, "1").await,
+        before,
+        "unchanged row was rewritten"
+    );
 
-    let changed = [order("1", OrderState::Shipped, "500"), order("2", OrderState::Approved, "200")];
-    let counts = write_page(&db.pool, page(account, &changed, None)).await.unwrap();
-    assert_eq!((counts.inserted, counts.updated, counts.unchanged), (0, 1, 1));
+    let changed = [
+        order("1", OrderState::Shipped, "500"),
+        order("2", OrderState::Approved, "200"),
+    ];
+    let counts = write_page(&db.pool, page(account, &changed, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.inserted, counts.updated, counts.unchanged),
+        (0, 1, 1)
+    );
     let history: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "select from_state, to_state, from_status_code, to_status_code from order_state_changes",
     )
@@ -112,7 +147,12 @@ async fn unchanged_orders_are_not_rewritten_and_changes_add_one_history_row() {
     .unwrap();
     assert_eq!(
         history,
-        vec![("awaiting_approval".into(), "shipped".into(), Some("100".into()), Some("500".into()))]
+        vec![(
+            "awaiting_approval".into(),
+            "shipped".into(),
+            Some("100".into()),
+            Some("500".into())
+        )]
     );
     let (state, total, lines): (String, Decimal, i64) = sqlx::query_as(
         "select state, total_amount, (select count(*) from order_lines l where l.order_id = o.id)
@@ -121,7 +161,10 @@ async fn unchanged_orders_are_not_rewritten_and_changes_add_one_history_row() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!((state.as_str(), total, lines), ("shipped", Decimal::new(123_456, 2), 1));
+    assert_eq!(
+        (state.as_str(), total, lines),
+        ("shipped", Decimal::new(123_456, 2), 1)
+    );
 }
 
 #[tokio::test]
@@ -129,7 +172,9 @@ async fn unknown_statuses_and_currencies_are_listed() {
     let (db, account) = setup().await;
     let mut odd = order("9", OrderState::Unknown, "950");
     odd.currency = Some(Currency::parse("XBT"));
-    write_page(&db.pool, page(account, &[odd], None)).await.unwrap();
+    write_page(&db.pool, page(account, &[odd], None))
+        .await
+        .unwrap();
     let rows: Vec<(String, String, i64)> =
         sqlx::query_as("select field, value, occurrences from unknown_values order by field")
             .fetch_all(&db.pool)
@@ -137,7 +182,10 @@ async fn unknown_statuses_and_currencies_are_listed() {
             .unwrap();
     assert_eq!(
         rows,
-        vec![("currency".into(), "XBT".into(), 1), ("status".into(), "950".into(), 1)]
+        vec![
+            ("currency".into(), "XBT".into(), 1),
+            ("status".into(), "950".into(), 1)
+        ]
     );
 }
 
@@ -146,16 +194,26 @@ async fn the_cursor_never_moves_back() {
     let (db, account) = setup().await;
     let later = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
     let earlier = Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap();
-    write_page(&db.pool, page(account, &[], Some(("orders", later)))).await.unwrap();
-    write_page(&db.pool, page(account, &[], Some(("orders", earlier)))).await.unwrap();
-    assert_eq!(cursors::get(&db.pool, account, "orders").await.unwrap(), Some(later));
+    write_page(&db.pool, page(account, &[], Some(("orders", later))))
+        .await
+        .unwrap();
+    write_page(&db.pool, page(account, &[], Some(("orders", earlier))))
+        .await
+        .unwrap();
+    assert_eq!(
+        cursors::get(&db.pool, account, "orders").await.unwrap(),
+        Some(later)
+    );
     let direct = sqlx::query("update sync_cursors set value = $1 where account_id = $2")
         .bind(earlier)
         .bind(account)
         .execute(&db.pool)
         .await;
     assert!(direct.is_err(), "the trigger must refuse a backwards move");
-    assert_eq!(cursors::get(&db.pool, account, "orders").await.unwrap(), Some(later));
+    assert_eq!(
+        cursors::get(&db.pool, account, "orders").await.unwrap(),
+        Some(later)
+    );
 }
 
 #[tokio::test]
@@ -166,11 +224,21 @@ async fn a_failure_in_the_middle_of_a_page_leaves_nothing_behind() {
     bad.lines[0].sku = Some("broken\0sku".into());
     let orders = [order("1", OrderState::Approved, "200"), bad];
     let checkpoint = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
-    let result = write_page(&db.pool, page(account, &orders, Some(("orders", checkpoint)))).await;
+    let result = write_page(
+        &db.pool,
+        page(account, &orders, Some(("orders", checkpoint))),
+    )
+    .await;
     assert!(result.is_err());
-    let stored: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&db.pool).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, 0, "no order of the failed page may remain");
-    assert_eq!(cursors::get(&db.pool, account, "orders").await.unwrap(), None);
+    assert_eq!(
+        cursors::get(&db.pool, account, "orders").await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -187,7 +255,10 @@ async fn a_write_under_a_lost_lease_is_refused() {
         ..ours.clone()
     };
     assert!(leases::acquire(&db.pool, &ours).await.unwrap());
-    assert!(!leases::acquire(&db.pool, &theirs).await.unwrap(), "a held lease is not taken");
+    assert!(
+        !leases::acquire(&db.pool, &theirs).await.unwrap(),
+        "a held lease is not taken"
+    );
     // The holder dies: its lease expires, and the other replica takes it over.
     sqlx::query("update sync_leases set expires_at = now() - interval '1 second'")
         .execute(&db.pool)
@@ -204,6 +275,9 @@ async fn a_write_under_a_lost_lease_is_refused() {
     )
     .await;
     assert!(matches!(result, Err(StoreError::LeaseLost { .. })));
-    let stored: i64 = sqlx::query_scalar("select count(*) from orders").fetch_one(&db.pool).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, 0);
 }

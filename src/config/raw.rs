@@ -154,7 +154,11 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
         sources.push(default_file);
     }
     if let Some(file) = &options.file {
-        builder = builder.add_source(File::from(file.clone()).format(FileFormat::Toml).required(true));
+        builder = builder.add_source(
+            File::from(file.clone())
+                .format(FileFormat::Toml)
+                .required(true),
+        );
         sources.push(file.clone());
     }
     let env_map = options.env.clone();
@@ -177,19 +181,42 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
     }
     let config = builder.build().map_err(ConfigError::Load)?;
 
+    // Each layer alone, highest precedence first, to tell which one set a key.
+    let mut layers: Vec<(String, Config)> = Vec::new();
+    if env_map.is_some() || std::env::vars().any(|(k, _)| k.starts_with("ORDERSYNC__")) {
+        let mut alone = Environment::with_prefix("ORDERSYNC")
+            .prefix_separator("__")
+            .separator("__");
+        if let Some(map) = &env_map {
+            alone = alone.source(Some(map.clone().into_iter().collect()));
+        }
+        if let Ok(c) = Config::builder().add_source(alone).build() {
+            layers.push(("the environment (ORDERSYNC__…)".to_owned(), c));
+        }
+    }
+    for file in sources.iter().rev() {
+        if let Ok(c) = Config::builder()
+            .add_source(File::from(file.clone()).format(FileFormat::Toml))
+            .build()
+        {
+            layers.push((file.display().to_string(), c));
+        }
+    }
+    let database_url_from_env = lookup("DATABASE_URL").is_some();
     let origin = |key: &str| -> String {
+        if key == "database.url" && database_url_from_env {
+            return "DATABASE_URL".to_owned();
+        }
         let mut path = key.to_owned();
         loop {
-            if let Some(o) = config
-                .get::<config::Value>(&path)
-                .ok()
-                .and_then(|v| v.origin().map(str::to_owned))
+            if let Some((name, _)) = layers
+                .iter()
+                .find(|(_, c)| c.get::<config::Value>(&path).is_ok())
             {
-                return o;
+                return name.clone();
             }
             match path.rfind(['.', '[']) {
                 Some(i) => path.truncate(i),
-                None if key.starts_with("database.url") => return "DATABASE_URL".to_owned(),
                 None => return "the built-in defaults".to_owned(),
             }
         }
@@ -212,7 +239,7 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
     let mut resolve = |key: String, source: &SecretSource| -> Result<Secret, ConfigError> {
         let from = origin(&key);
         // Literals from the environment are how containers pass secrets; only files are warned about.
-        if source.is_literal() && from != "the environment" && from != "DATABASE_URL" {
+        if source.is_literal() && !from.starts_with("the environment") && from != "DATABASE_URL" {
             warnings.push(format!(
                 "{key} is written as a literal secret in {from}; prefer {{ env = \"VAR\" }} or {{ file = \"/path\" }}"
             ));
@@ -248,16 +275,23 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
 
     let mut status_map = HashMap::new();
     for (marketplace, entries) in &raw.status_map {
-        let kind: MarketplaceKind = marketplace
-            .parse()
-            .map_err(|e: crate::domain::UnknownMarketplace| {
-                invalid(format!("status_map.{marketplace}"), e.to_string())
-            })?;
+        let kind: MarketplaceKind =
+            marketplace
+                .parse()
+                .map_err(|e: crate::domain::UnknownMarketplace| {
+                    invalid(format!("status_map.{marketplace}"), e.to_string())
+                })?;
         let mut map = HashMap::new();
         for (raw_status, state) in entries {
-            let state: OrderState = state.parse().map_err(|e: crate::domain::UnknownOrderState| {
-                invalid(format!("status_map.{marketplace}.{raw_status}"), e.to_string())
-            })?;
+            let state: OrderState =
+                state
+                    .parse()
+                    .map_err(|e: crate::domain::UnknownOrderState| {
+                        invalid(
+                            format!("status_map.{marketplace}.{raw_status}"),
+                            e.to_string(),
+                        )
+                    })?;
             map.insert(raw_status.clone(), state);
         }
         status_map.insert(kind, map);
@@ -298,10 +332,12 @@ fn account_config(
             format!("`{}` must match [a-z0-9_-]+", raw.name),
         ));
     }
-    let marketplace: MarketplaceKind = raw
-        .marketplace
-        .parse()
-        .map_err(|e: crate::domain::UnknownMarketplace| invalid(key("marketplace"), e.to_string()))?;
+    let marketplace: MarketplaceKind =
+        raw.marketplace
+            .parse()
+            .map_err(|e: crate::domain::UnknownMarketplace| {
+                invalid(key("marketplace"), e.to_string())
+            })?;
 
     let present: [(&str, bool); 12] = [
         ("store_id", raw.store_id.is_some()),
@@ -341,17 +377,27 @@ fn account_config(
             ));
         }
     };
-    let base_url = Url::parse(&base_url_text)
-        .map_err(|e| invalid(key("base_url"), format!("`{base_url_text}` is not a URL: {e}")))?;
+    let base_url = Url::parse(&base_url_text).map_err(|e| {
+        invalid(
+            key("base_url"),
+            format!("`{base_url_text}` is not a URL: {e}"),
+        )
+    })?;
     if !matches!(base_url.scheme(), "http" | "https") {
-        return Err(invalid(key("base_url"), "must be an http or https URL".to_owned()));
+        return Err(invalid(
+            key("base_url"),
+            "must be an http or https URL".to_owned(),
+        ));
     }
 
     tokio_cron_scheduler::Job::new_async(raw.schedule.as_str(), |_, _| Box::pin(async {}))
         .map_err(|e| {
             invalid(
                 key("schedule"),
-                format!("`{}` is not a cron expression with seconds: {e}", raw.schedule),
+                format!(
+                    "`{}` is not a cron expression with seconds: {e}",
+                    raw.schedule
+                ),
             )
         })?;
     if raw.initial_sync_days == 0 || raw.initial_sync_days > 3650 {
@@ -369,7 +415,10 @@ fn account_config(
         .page_size
         .unwrap_or_else(|| super::default_page_size(marketplace));
     if page_size == 0 || page_size > 1000 {
-        return Err(invalid(key("page_size"), "must be between 1 and 1000".to_owned()));
+        return Err(invalid(
+            key("page_size"),
+            "must be between 1 and 1000".to_owned(),
+        ));
     }
 
     let mut secret = |field: &str, source: &Option<SecretSource>| -> Result<Secret, ConfigError> {
@@ -406,7 +455,10 @@ fn account_config(
                 .auth_header
                 .clone()
                 .unwrap_or_else(|| "Authorization".to_owned()),
-            auth_scheme: raw.auth_scheme.clone().unwrap_or_else(|| "Bearer".to_owned()),
+            auth_scheme: raw
+                .auth_scheme
+                .clone()
+                .unwrap_or_else(|| "Bearer".to_owned()),
         },
         MarketplaceKind::Labs => Credentials::Labs {
             token: secret("token", &raw.token)?,

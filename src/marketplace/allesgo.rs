@@ -14,7 +14,11 @@ pub struct Allesgo {
 }
 
 impl Allesgo {
-    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> Allesgo {
+    pub fn new(
+        _account: &AccountConfig,
+        http: HttpClient,
+        _overrides: &HashMap<String, OrderState>,
+    ) -> Allesgo {
         Allesgo { _http: http }
     }
 }
@@ -25,7 +29,11 @@ impl Marketplace for Allesgo {
         &[]
     }
 
-    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        _request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
         unimplemented!()
     }
 }

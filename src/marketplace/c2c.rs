@@ -14,7 +14,11 @@ pub struct C2c {
 }
 
 impl C2c {
-    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> C2c {
+    pub fn new(
+        _account: &AccountConfig,
+        http: HttpClient,
+        _overrides: &HashMap<String, OrderState>,
+    ) -> C2c {
         C2c { _http: http }
     }
 }
@@ -25,7 +29,11 @@ impl Marketplace for C2c {
         &[]
     }
 
-    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        _request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
         unimplemented!()
     }
 }

@@ -14,7 +14,11 @@ pub struct Gittigidiyor {
 }
 
 impl Gittigidiyor {
-    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> Gittigidiyor {
+    pub fn new(
+        _account: &AccountConfig,
+        http: HttpClient,
+        _overrides: &HashMap<String, OrderState>,
+    ) -> Gittigidiyor {
         Gittigidiyor { _http: http }
     }
 }
@@ -25,7 +29,11 @@ impl Marketplace for Gittigidiyor {
         &[]
     }
 
-    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        _request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
         unimplemented!()
     }
 }

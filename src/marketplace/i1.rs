@@ -14,7 +14,11 @@ pub struct I1 {
 }
 
 impl I1 {
-    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> I1 {
+    pub fn new(
+        _account: &AccountConfig,
+        http: HttpClient,
+        _overrides: &HashMap<String, OrderState>,
+    ) -> I1 {
         I1 { _http: http }
     }
 }
@@ -25,7 +29,11 @@ impl Marketplace for I1 {
         &[]
     }
 
-    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        _request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
         unimplemented!()
     }
 }

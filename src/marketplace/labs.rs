@@ -14,7 +14,11 @@ pub struct Labs {
 }
 
 impl Labs {
-    pub fn new(_account: &AccountConfig, http: HttpClient, _overrides: &HashMap<String, OrderState>) -> Labs {
+    pub fn new(
+        _account: &AccountConfig,
+        http: HttpClient,
+        _overrides: &HashMap<String, OrderState>,
+    ) -> Labs {
         Labs { _http: http }
     }
 }
@@ -25,7 +29,11 @@ impl Marketplace for Labs {
         &[]
     }
 
-    async fn fetch_page(&self, _stream: &str, _request: &PageRequest) -> Result<Page, MarketplaceError> {
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        _request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
         unimplemented!()
     }
 }

@@ -197,7 +197,10 @@ pub struct StatusMap {
 }
 
 impl StatusMap {
-    pub fn new(defaults: &[(&str, OrderState)], overrides: &HashMap<String, OrderState>) -> StatusMap {
+    pub fn new(
+        defaults: &[(&str, OrderState)],
+        overrides: &HashMap<String, OrderState>,
+    ) -> StatusMap {
         let mut map: HashMap<String, OrderState> = defaults
             .iter()
             .map(|(raw, state)| ((*raw).to_owned(), *state))

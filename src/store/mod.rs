@@ -5,16 +5,18 @@
 //! transaction ([`orders::write_page`]); the cursor never moves back (checked here and by a trigger).
 
 pub mod accounts;
+pub mod catalog;
 pub mod cursors;
 pub mod leases;
 pub mod orders;
 pub mod runs;
+pub mod status;
 
 use std::time::Duration;
 
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -40,6 +40,8 @@ pub struct PageWrite<'a> {
     pub account_id: i64,
     pub marketplace: MarketplaceKind,
     pub orders: &'a [Order],
+    /// The start of the request window the page answered, if it answered one.
+    pub window_from: Option<DateTime<Utc>>,
     /// The cursor this page justifies, if any: `(stream, value)`.
     pub checkpoint: Option<(&'a str, DateTime<Utc>)>,
     /// When set, the write fails with [`StoreError::LeaseLost`] unless the lease is still ours, and
@@ -81,27 +83,28 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
     }
     let ids: Vec<&str> = by_id.keys().copied().collect();
 
-    let existing: HashMap<String, Existing> = sqlx::query_as::<_, (String, String, Option<String>, Option<String>, Vec<u8>)>(
-        "select external_id, state, status_code, status_text, content_hash from orders
+    let existing: HashMap<String, Existing> =
+        sqlx::query_as::<_, (String, String, Option<String>, Option<String>, Vec<u8>)>(
+            "select external_id, state, status_code, status_text, content_hash from orders
          where account_id = $1 and external_id = any($2) for update",
-    )
-    .bind(page.account_id)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(id, state, status_code, status_text, content_hash)| {
-        (
-            id,
-            Existing {
-                state,
-                status_code,
-                status_text,
-                content_hash,
-            },
         )
-    })
-    .collect();
+        .bind(page.account_id)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, state, status_code, status_text, content_hash)| {
+            (
+                id,
+                Existing {
+                    state,
+                    status_code,
+                    status_text,
+                    content_hash,
+                },
+            )
+        })
+        .collect();
 
     let mut counts = PageCounts {
         seen: page.orders.len() as u32,
@@ -126,7 +129,8 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
     counts.unchanged += page.orders.len() as u32 - by_id.len() as u32;
 
     if !to_write.is_empty() {
-        let order_ids = upsert_orders(&mut tx, page.account_id, &to_write).await?;
+        let order_ids =
+            upsert_orders(&mut tx, page.account_id, page.window_from, &to_write).await?;
         insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
         replace_lines_and_packages(&mut tx, &to_write, &order_ids).await?;
         record_unknown_values(&mut tx, page.marketplace, &to_write).await?;
@@ -142,6 +146,7 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
 async fn upsert_orders(
     tx: &mut sqlx::PgConnection,
     account_id: i64,
+    window_from: Option<DateTime<Utc>>,
     rows: &[(&Order, Vec<u8>)],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut external_id = Vec::with_capacity(rows.len());
@@ -181,11 +186,11 @@ async fn upsert_orders(
     let ids: Vec<(String, i64)> = sqlx::query_as(
         "insert into orders (account_id, external_id, order_number, state, status_code, status_text,
             total_amount, shipping_amount, currency, currency_raw, customer_name, customer_email,
-            shipping_city, placed_at, source_updated_at, content_hash, raw)
+            shipping_city, placed_at, source_updated_at, content_hash, raw, first_window_from)
          select $1, t.external_id, t.order_number, t.state, t.status_code, t.status_text,
             t.total_amount, t.shipping_amount, t.currency, t.currency_raw, t.customer_name,
             t.customer_email, t.shipping_city, t.placed_at, t.source_updated_at, t.content_hash,
-            t.raw::jsonb
+            t.raw::jsonb, $18
          from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
             $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
             $14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::text[])
@@ -200,7 +205,8 @@ async fn upsert_orders(
             customer_name = excluded.customer_name, customer_email = excluded.customer_email,
             shipping_city = excluded.shipping_city, placed_at = excluded.placed_at,
             source_updated_at = excluded.source_updated_at, content_hash = excluded.content_hash,
-            raw = excluded.raw, last_changed_at = now()
+            raw = excluded.raw, last_changed_at = now(),
+            first_window_from = least(orders.first_window_from, excluded.first_window_from)
          returning external_id, id",
     )
     .bind(account_id)
@@ -220,6 +226,7 @@ async fn upsert_orders(
     .bind(&source_updated_at)
     .bind(&hash)
     .bind(&raw)
+    .bind(window_from)
     .fetch_all(&mut *tx)
     .await?;
     Ok(ids.into_iter().collect())
@@ -485,13 +492,14 @@ pub async fn open_order_ids(
     .await
 }
 
-/// When the oldest order of the account that is not final was placed.
-pub async fn oldest_open_placed_at(
+/// Where to start re-reading the account's orders that are not final: the earliest of their placement
+/// times and of the windows that first returned them.
+pub async fn open_orders_start(
     db: impl PgExecutor<'_>,
     account_id: i64,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "select min(placed_at) from orders
+        "select min(least(placed_at, first_window_from)) from orders
          where account_id = $1 and state not in ('completed', 'cancelled', 'rejected', 'returned')",
     )
     .bind(account_id)

@@ -47,7 +47,9 @@ pub struct TestDb {
 pub async fn test_db() -> TestDb {
     let admin: PgConnectOptions = admin_url().parse().expect("admin url");
     let name = format!("ordersync_test_{}", uuid::Uuid::new_v4().simple());
-    let admin_pool = PgPool::connect_with(admin.clone()).await.expect("connect admin");
+    let admin_pool = PgPool::connect_with(admin.clone())
+        .await
+        .expect("connect admin");
     // The name is generated above from a UUID: nothing of it comes from outside.
     sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
         .execute(&admin_pool)
@@ -56,7 +58,9 @@ pub async fn test_db() -> TestDb {
     admin_pool.close().await;
     let options = admin.database(&name);
     let url = db_url(&name);
-    let pool = PgPool::connect_with(options).await.expect("connect test db");
+    let pool = PgPool::connect_with(options)
+        .await
+        .expect("connect test db");
     ordersync::store::migrate(&pool).await.expect("migrate");
     TestDb { pool, url, name }
 }

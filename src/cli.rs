@@ -1,0 +1,362 @@
+//! The command line: argument definitions (clap) and one function per command. This is the edge of the
+//! program, where errors become messages and exit codes (2 for configuration and usage errors, 1 for
+//! everything else).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Parser, Subcommand};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Credentials, LoadOptions, Settings};
+use crate::daemon;
+use crate::poller::{PollSettings, RunMode, StreamOutcome, error_chain};
+use crate::store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordersync",
+    version,
+    about = "Keeps PostgreSQL in step with marketplace orders"
+)]
+pub struct Cli {
+    /// Configuration file, read after config/default.toml.
+    #[arg(long, global = true, env = "ORDERSYNC_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll every enabled account on its schedule until SIGTERM or Ctrl-C.
+    Run,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Validate the configuration and print a summary with secrets hidden.
+    CheckConfig,
+    /// Show each account's streams: cursor, lag, last run, last error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Poll one account once and exit; with --since/--until, replay that window without moving the cursor.
+    Sync {
+        #[arg(long)]
+        account: String,
+        /// Start of a replay window (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = parse_instant, requires = "until")]
+        since: Option<DateTime<Utc>>,
+        /// End of a replay window (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_parser = parse_instant, requires = "since")]
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor a YYYY-MM-DD date"))
+}
+
+/// Runs a command and turns its outcome into an exit code.
+pub async fn execute(cli: Cli) -> ExitCode {
+    let options = LoadOptions {
+        file: cli.config.clone(),
+        ..LoadOptions::default()
+    };
+    let (settings, warnings) = match Settings::load(&options) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("ordersync: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&settings.log);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    let result = match cli.command {
+        Command::CheckConfig => {
+            print_summary(&settings, &warnings);
+            Ok(())
+        }
+        Command::Migrate => migrate(&settings).await,
+        Command::Run => run(settings).await,
+        Command::Status { json } => status(&settings, json).await,
+        Command::Sync {
+            account,
+            since,
+            until,
+        } => sync(&settings, &account, since.zip(until)).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = if e.downcast_ref::<ConfigError>().is_some() {
+                2
+            } else {
+                1
+            };
+            eprintln!("ordersync: {}", error_chain(e.as_ref()));
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let url = settings
+        .database
+        .url
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "database.url".to_owned(),
+            problem: "is not set (set DATABASE_URL or database.url)".to_owned(),
+            origin: "the built-in defaults".to_owned(),
+        })?;
+    store::connect(url.expose(), settings.database.max_connections)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = connect(settings).await?;
+    let applied = store::migrate(&pool).await?;
+    println!("migrations applied: {applied}");
+    Ok(())
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
+    let pool = connect(&settings).await?;
+    daemon::run(settings, pool, shutdown).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not when the future
+/// is first polled, so a signal that arrives during start-up is not lost (nor fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
+async fn sync(
+    settings: &Settings,
+    name: &str,
+    replay: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> anyhow::Result<()> {
+    let account = settings
+        .accounts
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "--account".to_owned(),
+            problem: format!("no account named `{name}` is configured"),
+            origin: "the command line".to_owned(),
+        })?;
+    if !account.enabled {
+        tracing::warn!(
+            account = name,
+            "the account is disabled; polling it once anyway"
+        );
+    }
+    let pool = connect(settings).await?;
+    if settings.database.auto_migrate {
+        store::migrate(&pool).await?;
+    }
+    let mut single = settings.clone();
+    single
+        .accounts
+        .iter_mut()
+        .for_each(|a| a.enabled = a.name == name);
+    let workers = daemon::prepare(
+        &single,
+        &pool,
+        &daemon::replica_id(),
+        &PollSettings::default(),
+    )
+    .await?;
+    let worker = &workers[name];
+    let mode = match replay {
+        Some((since, until)) => RunMode::Replay { since, until },
+        None => RunMode::Live,
+    };
+    let shutdown = CancellationToken::new();
+    let cancel = shutdown.clone();
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        cancel.cancel();
+    });
+    let progress = crate::progress::Reporter::new();
+    let reports = worker.poller.poll(mode, &shutdown, &progress).await;
+    progress.finish();
+    let mut failed = false;
+    for report in &reports {
+        let c = report.totals.counts;
+        let outcome = match &report.outcome {
+            StreamOutcome::Succeeded => "succeeded".to_owned(),
+            StreamOutcome::Busy => "skipped: another replica holds the stream".to_owned(),
+            StreamOutcome::Interrupted => "interrupted".to_owned(),
+            StreamOutcome::Failed(e) => {
+                failed = true;
+                format!("failed: {}", error_chain(e))
+            }
+        };
+        println!(
+            "{name}/{}: {outcome}; {} pages, {} requests, {} seen, {} inserted, {} updated, {} unchanged",
+            report.stream,
+            report.totals.pages,
+            report.totals.requests,
+            c.seen,
+            c.inserted,
+            c.updated,
+            c.unchanged
+        );
+    }
+    if failed {
+        anyhow::bail!("the sync of account {name} failed");
+    }
+    Ok(())
+}
+
+async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let pool = connect(settings).await?;
+    let rows = store::status::streams(&pool).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "account",
+        "marketplace",
+        "stream",
+        "cursor",
+        "lag",
+        "last success",
+        "last outcome",
+        "last error",
+    ]);
+    for row in &rows {
+        table.add_row([
+            row.account.clone(),
+            row.marketplace.clone(),
+            row.stream.clone().unwrap_or_else(|| "—".into()),
+            row.cursor
+                .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "never synced".into()),
+            row.lag_seconds
+                .map(|s| {
+                    humantime::format_duration(Duration::from_secs(s.max(0) as u64)).to_string()
+                })
+                .unwrap_or_default(),
+            row.last_success_at
+                .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+            row.last_outcome.clone().unwrap_or_default(),
+            row.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+fn print_summary(settings: &Settings, warnings: &[String]) {
+    println!("configuration is valid");
+    let files: Vec<String> = settings
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!(
+        "files read: {}",
+        if files.is_empty() {
+            "none".to_owned()
+        } else {
+            files.join(", ")
+        }
+    );
+    println!(
+        "database: {} (max {} connections, auto_migrate = {})",
+        if settings.database.url.is_some() {
+            "url set (hidden)"
+        } else {
+            "url NOT set"
+        },
+        settings.database.max_connections,
+        settings.database.auto_migrate
+    );
+    println!(
+        "log: level {}, format {:?}",
+        settings.log.level, settings.log.format
+    );
+    println!(
+        "shutdown deadline: {}",
+        humantime::format_duration(settings.shutdown_deadline)
+    );
+    for a in &settings.accounts {
+        let credentials = match &a.credentials {
+            Credentials::Allesgo { store_id, .. } => {
+                format!("store_id={store_id} access_token=***")
+            }
+            Credentials::C2c { domain, .. } => {
+                format!("domain={domain} api_key=*** api_password=***")
+            }
+            Credentials::I1 {
+                auth_header,
+                auth_scheme,
+                ..
+            } => {
+                format!("token=*** (header {auth_header}, scheme {auth_scheme:?})")
+            }
+            Credentials::Labs { .. } => "token=***".to_owned(),
+            Credentials::Gittigidiyor { username, lang, .. } => {
+                format!("api_key=*** secret_key=*** username={username} password=*** lang={lang}")
+            }
+        };
+        println!(
+            "account {}: {} at {} — {}, schedule \"{}\", initial sync {} days, overlap {}, page size {}, {} req/s, timeout {}; {}",
+            a.name,
+            a.marketplace,
+            a.base_url,
+            if a.enabled { "enabled" } else { "disabled" },
+            a.schedule,
+            a.initial_sync_days,
+            humantime::format_duration(a.overlap),
+            a.page_size,
+            a.requests_per_second,
+            humantime::format_duration(a.timeout),
+            credentials
+        );
+    }
+    for (marketplace, map) in &settings.status_map {
+        println!("status overrides for {marketplace}: {} entries", map.len());
+    }
+    for warning in warnings {
+        println!("warning: {warning}");
+    }
+}

@@ -1,0 +1,251 @@
+//! The command line as an operator uses it: the real binary, real configuration files, real PostgreSQL.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXAMPLE_SECRETS: [(&str, &str); 9] = [
+    (
+        "DATABASE_URL",
+        "postgres://ordersync:db-pass-1234@127.0.0.1:1/x",
+    ),
+    ("ALLESGO_TOKEN", "allesgo-secret-token"),
+    ("C2C_API_KEY", "c2c-secret-key"),
+    ("C2C_API_PASSWORD", "c2c-secret-password"),
+    ("I1_TOKEN", "i1-secret-token"),
+    ("LABS_TOKEN", "labs-secret-token"),
+    ("GG_API_KEY", "gg-secret-apikey"),
+    ("GG_SECRET_KEY", "gg-secret-key"),
+    ("GG_ROLE_PASSWORD", "gg-secret-rolepass"),
+];
+
+fn ordersync() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ORDERSYNC") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn the_example_configuration_is_valid_and_its_summary_hides_secrets() {
+    let output = ordersync()
+        .args(["check-config", "--config", "config/example.toml"])
+        .envs(EXAMPLE_SECRETS)
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert!(output.status.success(), "{out}");
+    assert!(
+        out.contains("account my-gittigidiyor-shop: gittigidiyor"),
+        "{out}"
+    );
+    for (_, secret) in EXAMPLE_SECRETS {
+        assert!(!out.contains(secret), "secret leaked in: {out}");
+    }
+    assert!(!out.contains("db-pass-1234"));
+}
+
+fn check(config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let file = config_file(config);
+    let output = ordersync()
+        .arg("check-config")
+        .arg("--config")
+        .arg(file.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        text(&output),
+        file.path().display().to_string(),
+    )
+}
+
+#[test]
+fn a_missing_secret_variable_names_the_key_and_file() {
+    let (code, out, path) = check(
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { env = \"NO_SUCH_VAR_FOR_ORDERSYNC\" }\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("accounts[0].token"), "{out}");
+    assert!(out.contains("NO_SUCH_VAR_FOR_ORDERSYNC"), "{out}");
+    assert!(out.contains(&path), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn an_unknown_marketplace_names_the_key() {
+    let (code, out, path) = check(
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"amazon\"\ntoken = \"x\"\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("accounts[0].marketplace") && out.contains("amazon"),
+        "{out}"
+    );
+    assert!(out.contains(&path), "{out}");
+}
+
+#[test]
+fn an_unknown_key_names_the_key() {
+    let (code, out, path) = check("[log]\nlevel = \"info\"\ncolour = \"blue\"\n", &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("log") && out.contains("colour"), "{out}");
+    assert!(out.contains(&path), "{out}");
+
+    let (code, out, _) = check(
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { env = \"HOME\" }\ntokn = \"typo\"\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("accounts[0]") && out.contains("tokn"), "{out}");
+
+    // A credential of another marketplace is an unknown key for this one.
+    let (code, out, _) = check(
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { env = \"HOME\" }\nstore_id = \"1\"\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("accounts[0].store_id"), "{out}");
+}
+
+#[test]
+fn an_environment_override_is_named_as_such() {
+    let (code, out, _) = check("", &[("ORDERSYNC__LOG__FORMAT", "yaml")]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("log.format") && out.contains("environment"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_command_line_input_is_a_usage_error_not_a_panic() {
+    let output = ordersync()
+        .args([
+            "sync",
+            "--account",
+            "x",
+            "--since",
+            "yesterday",
+            "--until",
+            "2026-01-01",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!text(&output).contains("panicked"));
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_once() {
+    let db = common::test_db().await;
+    // test_db migrated it already; a fresh database shows the first run.
+    let fresh = format!("{}_fresh", db.name);
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {fresh}")))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let url = common::db_url(&fresh);
+    let first = ordersync()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("migrations applied: 1"),
+        "{}",
+        text(&first)
+    );
+    let second = ordersync()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        text(&second).contains("migrations applied: 0"),
+        "{}",
+        text(&second)
+    );
+}
+
+#[tokio::test]
+async fn run_with_no_accounts_stops_on_sigterm() {
+    let db = common::test_db().await;
+    let mut child = ordersync()
+        .arg("run")
+        .env("DATABASE_URL", &db.url)
+        .env("ORDERSYNC__LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it says it started, by reading its log.
+    let stderr = child.stderr.take().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("ordersync started") {
+                let _ = started_tx.send(());
+            }
+            seen.push(line);
+        }
+        seen
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("ordersync run did not start");
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "did not exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    let log = reader.join().unwrap();
+    for line in &log {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    assert!(
+        log.iter().any(|l| l.contains("ordersync stopped")),
+        "{log:?}"
+    );
+}
