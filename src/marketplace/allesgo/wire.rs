@@ -1,0 +1,485 @@
+//! allesgo's wire format — the `{"data": …}` envelope, orders, packages, items and status codes as
+//! the API sends them — and their conversion into the domain types.
+//!
+//! The document gives field types only loosely ("Number", "Integer", "String"), so scalar fields are
+//! read as JSON values and converted by hand: numbers and codes may come as JSON numbers or strings.
+//!
+//! **Amounts** are read as Turkish lira exactly as written (a JSON number's literal text, or a string
+//! such as `"149.90"` or `"149,90"`), never through `f64`. The digest warns that some amounts may
+//! arrive as integer kuruş, but no field is documented as such and an integer such as `150` is an
+//! ordinary lira amount, so integers are never divided by 100; the literal stays in `raw` so a field
+//! found to carry kuruş can be re-derived.
+//!
+//! **Dates** (`order_date`, type "String" without a format) are accepted as RFC 3339 with an offset,
+//! Unix seconds (number or digits), or a local `YYYY-MM-DD[ T]HH:MM[:SS]`, `DD.MM.YYYY HH:MM[:SS]`,
+//! `DD/MM/YYYY HH:MM[:SS]` or bare date taken as Europe/Istanbul time. Anything else is malformed.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Europe::Istanbul;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::state::{Statuses, derive_order_state};
+use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
+use crate::http::Redactor;
+use crate::marketplace::StatusDescription;
+
+/// Why a 200 response could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Problem {
+    /// The body is not what the document describes.
+    Malformed(String),
+    /// The API reported an error inside the body.
+    Rejected(String),
+}
+
+#[derive(Deserialize)]
+struct WireOrder {
+    code: Option<Value>,
+    order_date: Option<Value>,
+    email: Option<String>,
+    shipping_address: Option<Value>,
+    total_price: Option<Value>,
+    total_shipping_price: Option<Value>,
+    packages: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct WirePackage {
+    package_id: Option<Value>,
+    status: Option<Value>,
+    status_explained: Option<String>,
+    shipping: Option<WireShipping>,
+    total_price: Option<Value>,
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct WireShipping {
+    shipping_company: Option<Value>,
+    /// Not in the document's example, but the `ship` action sends the tracking number under this
+    /// name; read it when a package echoes it.
+    shipping_code: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireItem {
+    product_name: Option<String>,
+    product_code: Option<Value>,
+    count: Option<Value>,
+    product_price: Option<Value>,
+    paid_amount: Option<Value>,
+    currency: Option<String>,
+    status: Option<Value>,
+    status_explained: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireStatusCode {
+    code: Value,
+    description: Option<String>,
+}
+
+/// The orders of a `GET /v1.0/order/store/{storeId}` response. `data` may be an array, a single
+/// order or null (no orders).
+pub(super) fn parse_orders(
+    body: &[u8],
+    statuses: &Statuses,
+    redactor: &Redactor,
+) -> Result<Vec<Order>, Problem> {
+    let data = match envelope_data(body)? {
+        Value::Array(orders) => orders,
+        Value::Null => Vec::new(),
+        order @ Value::Object(_) => vec![order],
+        other => {
+            return Err(Problem::Malformed(format!(
+                "`data` is a {}, expected orders",
+                kind(&other)
+            )));
+        }
+    };
+    data.into_iter()
+        .enumerate()
+        .map(|(i, mut raw)| {
+            scrub(&mut raw, redactor);
+            convert_order(raw, statuses)
+                .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// The catalogue of a `GET /v1.0/order/status-codes` response.
+pub(super) fn parse_status_codes(body: &[u8]) -> Result<Vec<StatusDescription>, Problem> {
+    let data = match envelope_data(body)? {
+        Value::Array(codes) => codes,
+        one @ Value::Object(_) => vec![one],
+        Value::Null => Vec::new(),
+        other => {
+            return Err(Problem::Malformed(format!(
+                "`data` is a {}, expected status codes",
+                kind(&other)
+            )));
+        }
+    };
+    data.into_iter()
+        .map(|v| {
+            let wire: WireStatusCode = serde_json::from_value(v)
+                .map_err(|e| Problem::Malformed(format!("status code: {e}")))?;
+            let code = scalar(&wire.code)
+                .ok_or_else(|| Problem::Malformed("status code without a code".to_owned()))?;
+            Ok(StatusDescription {
+                code,
+                description: wire.description.unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The API's own message in an error body, for 4xx responses.
+pub(super) fn api_message(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Value>(body).ok()? {
+        Value::Object(map) => error_message(&map).or_else(|| match map.get("data") {
+            Some(Value::Object(data)) => error_message(data),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The `data` member of a response, or the error the body reports instead.
+fn envelope_data(body: &[u8]) -> Result<Value, Problem> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Problem::Malformed(format!("not JSON: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(Problem::Malformed(format!(
+            "the body is a {}, expected an object with `data`",
+            kind(&value)
+        )));
+    };
+    let data = map.remove("data");
+    if (map.get("error").is_some_and(|e| !e.is_null()) || data.is_none())
+        && let Some(message) = error_message(&map)
+    {
+        return Err(Problem::Rejected(message));
+    }
+    let data = data.ok_or_else(|| Problem::Malformed("no `data` member".to_owned()))?;
+    // Actions answer `{"data": {"success": false, "message": …}}`; a listing could fail alike.
+    if let Value::Object(inner) = &data
+        && inner.get("success") == Some(&Value::Bool(false))
+    {
+        return Err(Problem::Rejected(
+            error_message(inner).unwrap_or_else(|| "the API reported no success".to_owned()),
+        ));
+    }
+    Ok(data)
+}
+
+fn error_message(map: &Map<String, Value>) -> Option<String> {
+    let from_error = match map.get("error") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(inner)) => ["message", "description", "error_description"]
+            .iter()
+            .find_map(|k| inner.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .or_else(|| Some(Value::Object(inner.clone()).to_string())),
+        _ => None,
+    };
+    from_error.or_else(|| {
+        ["message", "error_description", "notice"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_str).map(str::to_owned))
+    })
+}
+
+fn convert_order(raw: Value, statuses: &Statuses) -> Result<Order, String> {
+    let wire: WireOrder = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let external_id = wire
+        .code
+        .as_ref()
+        .and_then(scalar)
+        .filter(|c| !c.is_empty())
+        .ok_or("no `code`")?;
+    let placed_at = wire
+        .order_date
+        .as_ref()
+        .map(|d| date(d).map_err(|e| format!("`order_date`: {e}")))
+        .transpose()?
+        .flatten();
+
+    let mut packages = Vec::new();
+    let mut lines = Vec::new();
+    for (p, package_raw) in wire.packages.unwrap_or_default().into_iter().enumerate() {
+        let (package, package_lines) = convert_package(package_raw, p + 1, statuses)
+            .map_err(|e| format!("package #{}: {e}", p + 1))?;
+        packages.push(package);
+        lines.extend(package_lines);
+    }
+
+    let state = derive_order_state(&packages.iter().map(|p| p.state).collect::<Vec<_>>());
+    let status = order_status(&packages);
+    let currency = lines.iter().find_map(|l: &OrderLine| l.currency.clone());
+    Ok(Order {
+        external_id,
+        order_number: None,
+        state,
+        status,
+        total_amount: amount(wire.total_price.as_ref())
+            .map_err(|e| format!("`total_price`: {e}"))?,
+        shipping_amount: amount(wire.total_shipping_price.as_ref())
+            .map_err(|e| format!("`total_shipping_price`: {e}"))?,
+        currency,
+        customer_name: None,
+        customer_email: wire.email.filter(|e| !e.trim().is_empty()),
+        shipping_city: wire.shipping_address.as_ref().and_then(city),
+        placed_at,
+        // allesgo sends no change time for an order.
+        source_updated_at: None,
+        lines,
+        packages,
+        raw,
+    })
+}
+
+fn convert_package(
+    raw: Value,
+    position: usize,
+    statuses: &Statuses,
+) -> Result<(Package, Vec<OrderLine>), String> {
+    let wire: WirePackage = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let external_id = wire
+        .package_id
+        .as_ref()
+        .and_then(scalar)
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| position.to_string());
+    let status = RawStatus {
+        code: wire.status.as_ref().and_then(scalar),
+        text: wire.status_explained,
+    };
+    let shipping = wire.shipping;
+    let lines = wire
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            convert_item(item, &external_id, i + 1, statuses)
+                .map_err(|e| format!("item #{}: {e}", i + 1))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let package = Package {
+        state: statuses.state(status.code.as_deref(), status.text.as_deref()),
+        status,
+        carrier: shipping
+            .as_ref()
+            .and_then(|s| s.shipping_company.as_ref())
+            .and_then(scalar)
+            .filter(|c| !c.is_empty()),
+        tracking_number: shipping
+            .as_ref()
+            .and_then(|s| s.shipping_code.as_ref())
+            .and_then(scalar)
+            .filter(|c| !c.is_empty()),
+        total_amount: amount(wire.total_price.as_ref())
+            .map_err(|e| format!("`total_price`: {e}"))?,
+        external_id,
+        raw,
+    };
+    Ok((package, lines))
+}
+
+/// Items have no identifier of their own (`order_number` and `product_id` repeat across lines), so
+/// a line is named by its package and its position in it: `{package_id}/{n}`.
+fn convert_item(
+    raw: Value,
+    package_id: &str,
+    position: usize,
+    statuses: &Statuses,
+) -> Result<OrderLine, String> {
+    let wire: WireItem = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let quantity = amount(wire.count.as_ref())
+        .map_err(|e| format!("`count`: {e}"))?
+        .ok_or("no `count`")?;
+    let status = RawStatus {
+        code: wire.status.as_ref().and_then(scalar),
+        text: wire.status_explained,
+    };
+    Ok(OrderLine {
+        external_id: format!("{package_id}/{position}"),
+        package_external_id: Some(package_id.to_owned()),
+        sku: wire
+            .product_code
+            .as_ref()
+            .and_then(scalar)
+            .filter(|s| !s.is_empty()),
+        product_name: wire.product_name,
+        quantity,
+        unit_price: amount(wire.product_price.as_ref())
+            .map_err(|e| format!("`product_price`: {e}"))?,
+        total_price: amount(wire.paid_amount.as_ref())
+            .map_err(|e| format!("`paid_amount`: {e}"))?,
+        currency: wire
+            .currency
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| Currency::parse(&c)),
+        state: statuses.state(status.code.as_deref(), status.text.as_deref()),
+        status,
+        raw,
+    })
+}
+
+/// The order's raw status: the distinct codes and descriptions of its packages, in package order
+/// (`"3"` / `"Kargoya Verildi"` for a one-package order, `"3,8"` / `"Kargoya Verildi | İptal Edildi"`
+/// when packages differ).
+fn order_status(packages: &[Package]) -> RawStatus {
+    fn distinct<'a>(values: impl Iterator<Item = &'a str>, separator: &str) -> Option<String> {
+        let mut seen: Vec<&str> = Vec::new();
+        for v in values {
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        (!seen.is_empty()).then(|| seen.join(separator))
+    }
+    RawStatus {
+        code: distinct(
+            packages.iter().filter_map(|p| p.status.code.as_deref()),
+            ",",
+        ),
+        text: distinct(
+            packages.iter().filter_map(|p| p.status.text.as_deref()),
+            " | ",
+        ),
+    }
+}
+
+/// The city of a shipping address, when the API sends the address as an object.
+fn city(address: &Value) -> Option<String> {
+    let Value::Object(map) = address else {
+        return None;
+    };
+    ["city", "il", "province"]
+        .iter()
+        .find_map(|k| map.get(*k).and_then(scalar))
+        .filter(|c| !c.is_empty())
+}
+
+/// A string, number or boolean as text; `None` for null, arrays and objects.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.as_str().to_owned()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// An amount from its literal text (see the module documentation).
+fn amount(value: Option<&Value>) -> Result<Option<Decimal>, String> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_str().to_owned(),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::String(s)) => s.trim().to_owned(),
+        Some(other) => return Err(format!("a {} is not an amount", kind(other))),
+    };
+    decimal(&text)
+        .ok_or_else(|| format!("`{text}` is not an amount"))
+        .map(Some)
+}
+
+fn decimal(text: &str) -> Option<Decimal> {
+    if let Ok(d) = Decimal::from_str(text) {
+        return Some(d);
+    }
+    if text.contains(['e', 'E']) {
+        return Decimal::from_scientific(text).ok();
+    }
+    // Turkish notation: `1.234,56`.
+    if text.contains(',') {
+        return Decimal::from_str(&text.replace('.', "").replace(',', ".")).ok();
+    }
+    None
+}
+
+/// A date-time in one of the accepted forms (see the module documentation).
+fn date(value: &Value) -> Result<Option<DateTime<Utc>>, String> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_str().to_owned(),
+        Value::String(s) if s.trim().is_empty() => return Ok(None),
+        Value::String(s) => s.trim().to_owned(),
+        other => return Err(format!("a {} is not a date", kind(other))),
+    };
+    parse_date(&text)
+        .map(Some)
+        .ok_or_else(|| format!("`{text}` is not a date"))
+}
+
+fn parse_date(text: &str) -> Option<DateTime<Utc>> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let n: i64 = text.parse().ok()?;
+        // Thirteen digits are milliseconds; ten are seconds.
+        return if text.len() >= 13 {
+            DateTime::from_timestamp_millis(n)
+        } else {
+            DateTime::from_timestamp(n, 0)
+        };
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    const LOCAL: [&str; 6] = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y %H:%M",
+        "%d/%m/%Y %H:%M:%S",
+    ];
+    let naive = LOCAL
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            ["%Y-%m-%d", "%d.%m.%Y"]
+                .iter()
+                .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    Istanbul
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Removes anything credential-like an order might echo: an `access_token` member anywhere, and the
+/// account's secret values inside any string.
+fn scrub(value: &mut Value, redactor: &Redactor) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !k.eq_ignore_ascii_case("access_token"));
+            map.values_mut().for_each(|v| scrub(v, redactor));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, redactor)),
+        Value::String(s) => {
+            let redacted = redactor.redact(s);
+            if redacted != *s {
+                *s = redacted;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
