@@ -1,0 +1,787 @@
+//! The i1 adapter: Akinon's Seller Center integration API (REST/JSON, `docs/i1-seller.txt`).
+//!
+//! It owns the single stream `orders`: windows of at most one day over the orders' `updated_at`
+//! (`updated_at__gte = from`, `updated_at__lt = to`, RFC 3339 UTC), `limit = page_size`, following the
+//! list's `next` URL as the page token (accepted only on the base URL's scheme, host and port).
+//!
+//! An i1 order is incomplete on its own: its items live on `order-items/` and its addresses on
+//! `customer-addresses/`. The documented filters take one value each (`order__number`, `id`), so for
+//! every page of orders the adapter makes one items request per order, one address request per
+//! distinct address id of the page (shipping and billing are usually the same address), and one
+//! `cancellation-plans/?order=` request per order that is (or has an item that is) cancelling,
+//! cancelled or rejected or carries a `cancel_status` — other orders have no plan worth a request.
+//! These requests run a few at a time under the account's rate limit; [`Page::requests`] counts them.
+//!
+//! `Order.raw` is `{"order", "items", "shipping_address", "billing_address"[, "cancellation_plans"]}`,
+//! each exactly as received. Amounts are the API's decimal strings (or numbers) read from their
+//! literal text; `amount` is the order total. Statuses are the documented codes read as text and
+//! mapped with the digest's table; new codes map to `unknown`.
+
+mod wire;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
+use serde_json::Value;
+use url::Url;
+
+use super::{Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan, StreamSpec};
+use crate::config::{AccountConfig, Credentials};
+use crate::domain::OrderState;
+use crate::http::HttpClient;
+use wire::{AddressRef, Assembled, BodyError, FetchedAddress, ListPage, WireAddress, WireItem};
+use wire::{WireOrder, WirePlan};
+
+const STREAMS: &[StreamSpec] = &[StreamSpec {
+    name: "orders",
+    plan: StreamPlan::Windows {
+        max_window: Some(Duration::from_secs(24 * 60 * 60)),
+        adaptive: false,
+        reread_open: false,
+    },
+}];
+
+/// How many related-resource requests of one page are in flight at once. The account's rate limit
+/// still paces them; this only bounds the connections one page holds.
+const RELATED_CONCURRENCY: usize = 4;
+
+/// The i1 adapter for one account.
+pub struct I1 {
+    http: HttpClient,
+    base_url: Url,
+    /// The authentication header, or why the configuration cannot produce one.
+    auth: Result<(HeaderName, HeaderValue), String>,
+    statuses: StatusMap,
+}
+
+impl I1 {
+    pub fn new(
+        account: &AccountConfig,
+        http: HttpClient,
+        overrides: &HashMap<String, OrderState>,
+    ) -> I1 {
+        I1 {
+            http,
+            base_url: account.base_url.clone(),
+            auth: auth_header(&account.credentials),
+            statuses: StatusMap::new(wire::STATUS_DEFAULTS, overrides),
+        }
+    }
+
+    async fn fetch_orders(&self, request: &PageRequest) -> Result<Page, MarketplaceError> {
+        let counter = AtomicU32::new(0);
+        let requests = &counter;
+        let window = format!("{}–{}", rfc3339(request.from), rfc3339(request.to));
+        let (url, what) = match &request.page {
+            None => (
+                orders_url(&self.base_url, request),
+                format!("GET orders/ updated {window}"),
+            ),
+            Some(token) => {
+                let what = format!("GET orders/ updated {window} {}", page_label(token));
+                (self.same_origin(&what, token, token.as_bytes())?, what)
+            }
+        };
+        let (list, body) = self.get_list(&what, url, requests).await?;
+        let next = list
+            .next
+            .as_deref()
+            .map(|next| self.same_origin(&what, next, &body).map(String::from))
+            .transpose()?;
+        let orders = list
+            .results
+            .into_iter()
+            .map(|raw| wire::parse::<WireOrder>(&raw).map(|order| (raw, order)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| self.malformed(&what, format!("an order: {reason}"), &body))?;
+
+        // The futures are collected before streaming them: a stream over a borrowing closure trips
+        // the compiler's `Send` check of the `async_trait` future.
+        let items_requests: Vec<_> = orders
+            .iter()
+            .map(|(_, order)| self.items_of(order, request.page_size, requests))
+            .collect();
+        let items: Vec<Vec<(Value, WireItem)>> = futures::stream::iter(items_requests)
+            .buffered(RELATED_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let address_ids: BTreeSet<String> = orders
+            .iter()
+            .flat_map(|(_, o)| [o.shipping_ref(), o.billing_ref()])
+            .filter_map(|r| match r {
+                Some(AddressRef::Id(id)) => Some(id),
+                _ => None,
+            })
+            .collect();
+        let address_requests: Vec<_> = address_ids
+            .into_iter()
+            .map(|id| self.address(id, requests))
+            .collect();
+        let fetched: HashMap<String, FetchedAddress> = futures::stream::iter(address_requests)
+            .buffered(RELATED_CONCURRENCY)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await?;
+
+        let plan_requests: Vec<_> = orders
+            .iter()
+            .zip(&items)
+            .map(|((_, order), items)| {
+                let wanted = order.may_have_cancellation_plans(items);
+                async move {
+                    if wanted {
+                        self.plans_of(order, request.page_size, requests)
+                            .await
+                            .map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }
+            })
+            .collect();
+        let plans: Vec<Option<Vec<Value>>> = futures::stream::iter(plan_requests)
+            .buffered(RELATED_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let mut embedded: Vec<[Option<FetchedAddress>; 2]> = Vec::with_capacity(orders.len());
+        for (_, order) in &orders {
+            embedded.push([
+                self.embedded(&what, order.shipping_ref(), &body)?,
+                self.embedded(&what, order.billing_ref(), &body)?,
+            ]);
+        }
+        let orders = orders
+            .into_iter()
+            .zip(items)
+            .zip(plans)
+            .zip(&embedded)
+            .map(
+                |((((raw, order), items), plans), [ship_embedded, bill_embedded])| {
+                    let shipping_address = resolve(order.shipping_ref(), &fetched, ship_embedded);
+                    let billing_address = resolve(order.billing_ref(), &fetched, bill_embedded);
+                    Assembled {
+                        raw,
+                        order,
+                        items,
+                        shipping_address,
+                        billing_address,
+                        cancellation_plans: plans,
+                    }
+                    .into_order(&self.statuses)
+                },
+            )
+            .collect();
+        Ok(Page {
+            orders,
+            next,
+            requests: counter.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The items of one order, every page of them.
+    async fn items_of(
+        &self,
+        order: &WireOrder,
+        page_size: u32,
+        requests: &AtomicU32,
+    ) -> Result<Vec<(Value, WireItem)>, MarketplaceError> {
+        let number = &order.number;
+        let url = filtered_url(
+            &self.base_url,
+            "order-items",
+            "order__number",
+            number,
+            page_size,
+        );
+        let what = format!("GET order-items/ order__number={number}");
+        let mut items = Vec::new();
+        for (raw, body) in self.get_all(&what, url, requests).await? {
+            let item = wire::parse::<WireItem>(&raw)
+                .map_err(|reason| self.malformed(&what, format!("an item: {reason}"), &body))?;
+            // Defensive: the filter is by number; keep only the items of this very order.
+            if item.order.as_ref().is_none_or(|o| *o == order.id) {
+                items.push((raw, item));
+            }
+        }
+        Ok(items)
+    }
+
+    /// One customer address by id; `None` when the API does not know it (the order is still
+    /// stored, with a null address in its raw payload).
+    async fn address(
+        &self,
+        id: String,
+        requests: &AtomicU32,
+    ) -> Result<Option<(String, FetchedAddress)>, MarketplaceError> {
+        let url = filtered_url(&self.base_url, "customer-addresses", "id", &id, 10);
+        let what = format!("GET customer-addresses/ id={id}");
+        for (raw, body) in self.get_all(&what, url, requests).await? {
+            let address = wire::parse::<WireAddress>(&raw)
+                .map_err(|reason| self.malformed(&what, format!("an address: {reason}"), &body))?;
+            if address.id.as_deref().is_none_or(|a| a == id) {
+                return Ok(Some((id, (raw, address))));
+            }
+        }
+        tracing::warn!(request = %what, "address referenced by an order not found");
+        Ok(None)
+    }
+
+    /// The cancellation plans of one order, raw.
+    async fn plans_of(
+        &self,
+        order: &WireOrder,
+        page_size: u32,
+        requests: &AtomicU32,
+    ) -> Result<Vec<Value>, MarketplaceError> {
+        let url = filtered_url(
+            &self.base_url,
+            "cancellation-plans",
+            "order",
+            &order.id,
+            page_size,
+        );
+        let what = format!("GET cancellation-plans/ order={}", order.id);
+        let mut plans = Vec::new();
+        for (raw, body) in self.get_all(&what, url, requests).await? {
+            let plan = wire::parse::<WirePlan>(&raw).map_err(|reason| {
+                self.malformed(&what, format!("a cancellation plan: {reason}"), &body)
+            })?;
+            if plan.order.as_ref().is_none_or(|o| *o == order.id) {
+                plans.push(raw);
+            }
+        }
+        Ok(plans)
+    }
+
+    /// An address embedded in the order rather than referenced by id, read like a fetched one.
+    fn embedded(
+        &self,
+        what: &str,
+        reference: Option<AddressRef<'_>>,
+        body: &[u8],
+    ) -> Result<Option<FetchedAddress>, MarketplaceError> {
+        match reference {
+            Some(AddressRef::Embedded(raw)) => wire::parse::<WireAddress>(raw)
+                .map(|a| Some((raw.clone(), a)))
+                .map_err(|reason| self.malformed(what, format!("an address: {reason}"), body)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every result of a list, following `next`; each result comes with the body it was read from.
+    async fn get_all(
+        &self,
+        what: &str,
+        first: Url,
+        requests: &AtomicU32,
+    ) -> Result<Vec<(Value, Bytes)>, MarketplaceError> {
+        let mut results = Vec::new();
+        let mut seen = HashSet::new();
+        let mut url = Some(first);
+        while let Some(current) = url.take() {
+            if !seen.insert(current.clone()) {
+                return Err(self.malformed(
+                    what,
+                    "the `next` links loop",
+                    current.as_str().as_bytes(),
+                ));
+            }
+            let (list, body) = self.get_list(what, current, requests).await?;
+            if let Some(next) = list.next.as_deref() {
+                url = Some(self.same_origin(what, next, &body)?);
+            }
+            results.extend(list.results.into_iter().map(|raw| (raw, body.clone())));
+        }
+        Ok(results)
+    }
+
+    /// One GET of a list endpoint.
+    async fn get_list(
+        &self,
+        what: &str,
+        url: Url,
+        requests: &AtomicU32,
+    ) -> Result<(ListPage, Bytes), MarketplaceError> {
+        let (name, value) = self
+            .auth
+            .clone()
+            .map_err(|message| MarketplaceError::Rejected {
+                what: what.to_owned(),
+                status: None,
+                message,
+            })?;
+        let request = self
+            .http
+            .request(Method::GET, url.as_str())
+            .header(name, value)
+            .header(ACCEPT, "application/json")
+            // The API answers 415 without it, even on a GET.
+            .header(CONTENT_TYPE, "application/json");
+        requests.fetch_add(1, Ordering::Relaxed);
+        let response = self.http.send(what, request, wire::api_message).await?;
+        match wire::parse_list(response.content_type.as_deref(), &response.body) {
+            Ok(list) => Ok((list, response.body)),
+            Err(BodyError::Api(message)) => Err(MarketplaceError::Rejected {
+                what: what.to_owned(),
+                status: None,
+                message: self.http.redactor().redact(&message),
+            }),
+            Err(BodyError::Malformed(reason)) => Err(self.malformed(what, reason, &response.body)),
+        }
+    }
+
+    /// A `next` link, accepted only on the base URL's origin: the token goes with every request.
+    fn same_origin(&self, what: &str, link: &str, body: &[u8]) -> Result<Url, MarketplaceError> {
+        same_origin(&self.base_url, link).map_err(|reason| self.malformed(what, reason, body))
+    }
+
+    fn malformed(
+        &self,
+        what: &str,
+        reason: impl std::fmt::Display,
+        body: &[u8],
+    ) -> MarketplaceError {
+        MarketplaceError::malformed(&self.http, what, reason, body)
+    }
+}
+
+#[async_trait]
+impl Marketplace for I1 {
+    fn streams(&self) -> &'static [StreamSpec] {
+        STREAMS
+    }
+
+    async fn fetch_page(
+        &self,
+        stream: &str,
+        request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
+        match stream {
+            "orders" => self.fetch_orders(request).await,
+            other => Err(MarketplaceError::Rejected {
+                what: format!("i1 stream `{other}`"),
+                status: None,
+                message: "i1 has no such stream".to_owned(),
+            }),
+        }
+    }
+}
+
+/// The configured authentication header: `<auth_header>: <auth_scheme> <token>` (no scheme word when
+/// the scheme is empty). The value is marked sensitive so that it never appears in debug output.
+fn auth_header(credentials: &Credentials) -> Result<(HeaderName, HeaderValue), String> {
+    let Credentials::I1 {
+        token,
+        auth_header,
+        auth_scheme,
+    } = credentials
+    else {
+        return Err("the account has no i1 credentials".to_owned());
+    };
+    let name = HeaderName::from_bytes(auth_header.trim().as_bytes())
+        .map_err(|_| format!("auth_header `{auth_header}` is not a valid header name"))?;
+    let scheme = auth_scheme.trim();
+    let text = if scheme.is_empty() {
+        token.expose().to_owned()
+    } else {
+        format!("{scheme} {}", token.expose())
+    };
+    let mut value = HeaderValue::from_str(&text)
+        .map_err(|_| "the token contains characters a header cannot carry".to_owned())?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// The address an order refers to: fetched by id, or embedded in the order.
+fn resolve<'a>(
+    reference: Option<AddressRef<'_>>,
+    fetched: &'a HashMap<String, FetchedAddress>,
+    embedded: &'a Option<FetchedAddress>,
+) -> Option<&'a FetchedAddress> {
+    match reference {
+        Some(AddressRef::Id(id)) => fetched.get(&id),
+        _ => embedded.as_ref(),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// `base_url` + `segment/`, whether or not the base URL ends with a slash.
+fn endpoint(base: &Url, segment: &str) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push(segment).push("");
+    }
+    url
+}
+
+/// The first page of an orders window.
+fn orders_url(base: &Url, request: &PageRequest) -> Url {
+    let mut url = endpoint(base, "orders");
+    url.query_pairs_mut()
+        .append_pair("updated_at__gte", &rfc3339(request.from))
+        .append_pair("updated_at__lt", &rfc3339(request.to))
+        .append_pair("limit", &request.page_size.to_string());
+    url
+}
+
+/// A list of `segment` filtered by one value.
+fn filtered_url(base: &Url, segment: &str, filter: &str, value: &str, page_size: u32) -> Url {
+    let mut url = endpoint(base, segment);
+    url.query_pairs_mut()
+        .append_pair(filter, value)
+        .append_pair("limit", &page_size.max(1).to_string());
+    url
+}
+
+/// A `next` link (absolute, or relative to the base URL) if it stays on the base URL's origin.
+fn same_origin(base: &Url, link: &str) -> Result<Url, String> {
+    let url = base
+        .join(link)
+        .map_err(|e| format!("`next` is not a URL: {e}"))?;
+    if url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default()
+    {
+        Ok(url)
+    } else {
+        Err(format!(
+            "`next` points to {}://{}, not to the configured API",
+            url.scheme(),
+            url.host_str().unwrap_or_default()
+        ))
+    }
+}
+
+/// Which page a `next` token asks for, for request descriptions: its `offset`, `page` or `cursor`.
+fn page_label(token: &str) -> String {
+    Url::parse(token)
+        .ok()
+        .and_then(|url| {
+            url.query_pairs()
+                .find(|(k, _)| matches!(k.as_ref(), "offset" | "page" | "cursor"))
+                .map(|(k, v)| format!("{k} {v}"))
+        })
+        .unwrap_or_else(|| "next page".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Query, State};
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::domain::MarketplaceKind;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/i1/",
+                $name
+            ))
+        };
+    }
+
+    const TOKEN: &str = "i1-test-token-0123456789";
+
+    fn account(base_url: &str, auth_header: &str, auth_scheme: &str) -> AccountConfig {
+        AccountConfig {
+            name: "shop".into(),
+            marketplace: MarketplaceKind::I1,
+            base_url: Url::parse(base_url).unwrap(),
+            enabled: true,
+            schedule: "0 */5 * * * *".into(),
+            initial_sync_days: 30,
+            overlap: Duration::from_secs(600),
+            page_size: 2,
+            requests_per_second: NonZeroU32::new(1000).unwrap(),
+            timeout: Duration::from_secs(5),
+            credentials: Credentials::I1 {
+                token: Secret::new(TOKEN),
+                auth_header: auth_header.into(),
+                auth_scheme: auth_scheme.into(),
+            },
+        }
+    }
+
+    fn adapter(base_url: &str) -> I1 {
+        let account = account(base_url, "Authorization", "Bearer");
+        let http = HttpClient::new(
+            &account.http_settings(),
+            account.credentials.secret_values(),
+        )
+        .unwrap();
+        I1::new(&account, http, &HashMap::new())
+    }
+
+    fn window(page: Option<String>) -> PageRequest {
+        PageRequest {
+            from: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
+            to: Utc.with_ymd_and_hms(2024, 5, 2, 0, 0, 0).unwrap(),
+            page,
+            page_size: 2,
+            order_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_stream_of_day_windows() {
+        assert_eq!(STREAMS.len(), 1);
+        assert_eq!(STREAMS[0].name, "orders");
+        assert_eq!(
+            STREAMS[0].plan,
+            StreamPlan::Windows {
+                max_window: Some(Duration::from_secs(86_400)),
+                adaptive: false,
+                reread_open: false
+            }
+        );
+    }
+
+    #[test]
+    fn endpoints_append_to_the_base_path_with_or_without_a_slash() {
+        for base in ["http://h:8080/i1/api/i1/", "http://h:8080/i1/api/i1"] {
+            let base = Url::parse(base).unwrap();
+            assert_eq!(
+                endpoint(&base, "order-items").as_str(),
+                "http://h:8080/i1/api/i1/order-items/"
+            );
+        }
+        let root = Url::parse("https://seller.example.com").unwrap();
+        assert_eq!(
+            endpoint(&root, "orders").as_str(),
+            "https://seller.example.com/orders/"
+        );
+    }
+
+    #[test]
+    fn the_first_page_asks_for_the_window_in_utc() {
+        let base = Url::parse("https://example.com/api/i1/").unwrap();
+        let mut request = window(None);
+        request.to += chrono::Duration::milliseconds(250);
+        let url = orders_url(&base, &request);
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert_eq!(url.path(), "/api/i1/orders/");
+        assert_eq!(
+            query,
+            [
+                (
+                    "updated_at__gte".to_owned(),
+                    "2024-05-01T00:00:00Z".to_owned()
+                ),
+                (
+                    "updated_at__lt".to_owned(),
+                    "2024-05-02T00:00:00.250Z".to_owned()
+                ),
+                ("limit".to_owned(), "2".to_owned()),
+            ]
+        );
+        let items = filtered_url(&base, "order-items", "order__number", "45 243", 100);
+        assert_eq!(
+            items.as_str(),
+            "https://example.com/api/i1/order-items/?order__number=45+243&limit=100"
+        );
+    }
+
+    #[test]
+    fn next_links_must_stay_on_the_api_origin() {
+        let base = Url::parse("https://example.com/api/i1/").unwrap();
+        let ok = same_origin(&base, "https://example.com/api/i1/orders/?offset=2").unwrap();
+        assert_eq!(ok.query(), Some("offset=2"));
+        assert!(same_origin(&base, "https://example.com:443/api/i1/orders/").is_ok());
+        assert!(same_origin(&base, "/api/i1/orders/?offset=4").is_ok());
+        for bad in [
+            "https://evil.example.net/api/i1/orders/?offset=2",
+            "http://example.com/api/i1/orders/?offset=2",
+            "https://example.com:8443/api/i1/orders/",
+            "https://[::1",
+        ] {
+            assert!(same_origin(&base, bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            page_label("https://example.com/api/i1/orders/?limit=2&offset=4"),
+            "offset 4"
+        );
+        assert_eq!(page_label("nonsense"), "next page");
+    }
+
+    #[test]
+    fn the_auth_header_is_configurable() {
+        let header = |name, scheme| auth_header(&account("http://h/", name, scheme).credentials);
+        let (name, value) = header("Authorization", "Bearer").unwrap();
+        assert_eq!(name, "authorization");
+        assert_eq!(value.to_str().unwrap(), format!("Bearer {TOKEN}"));
+        assert!(value.is_sensitive());
+        let (name, value) = header("X-Api-Token", "").unwrap();
+        assert_eq!(name, "x-api-token");
+        assert_eq!(value.to_str().unwrap(), TOKEN);
+        let error = header("Bad Header", "Bearer").unwrap_err();
+        assert!(!error.contains(TOKEN));
+    }
+
+    /// What the fake API saw: the path and query of every request, and whether it was authorized.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    async fn fake_api(
+        State((seen, base)): State<(Seen, String)>,
+        uri: Uri,
+        headers: HeaderMap,
+        Query(query): Query<HashMap<String, String>>,
+    ) -> axum::response::Response {
+        seen.0.lock().unwrap().push(uri.to_string());
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(&format!("Bearer {TOKEN}"))
+            || headers.get("content-type").is_none()
+        {
+            return (StatusCode::UNAUTHORIZED, fixture!("error_detail.json")).into_response();
+        }
+        let get = |k: &str| query.get(k).map(String::as_str);
+        let body = match (uri.path(), get("offset")) {
+            ("/i1/api/i1/orders/", None) => fixture!("orders_page.json"),
+            ("/i1/api/i1/orders/", Some("2")) => fixture!("orders_last_page.json"),
+            ("/i1/api/i1/order-items/", _) => match get("order__number") {
+                Some("45243493") => fixture!("order_items_45243493.json"),
+                Some("45243494") => fixture!("order_items_45243494.json"),
+                _ => fixture!("order_items_empty.json"),
+            },
+            ("/i1/api/i1/customer-addresses/", _) => match get("id") {
+                Some("a4c0eb06-9ad5-40a1-adc2-d4ea4a9aed32") => fixture!("customer_addresses.json"),
+                Some("b5d1fc17-0aa6-41b1-bed3-e5ea5b0aea43") => {
+                    fixture!("customer_addresses_tr.json")
+                }
+                _ => fixture!("order_items_empty.json"),
+            },
+            ("/i1/api/i1/cancellation-plans/", _) => fixture!("cancellation_plans.json"),
+            _ => return (StatusCode::NOT_FOUND, "{\"detail\": \"Not found.\"}").into_response(),
+        };
+        let body = body.replace("https://example.com/i1/api/i1/", &base);
+        let body = body.replace("https://example.com/api/i1/", &base);
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
+    }
+
+    async fn serve() -> (String, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/i1/api/i1/", listener.local_addr().unwrap());
+        let seen = Seen::default();
+        let app = axum::Router::new()
+            .fallback(fake_api)
+            .with_state((seen.clone(), base.clone()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn a_window_is_read_page_by_page_with_items_addresses_and_plans() {
+        let (base, seen) = serve().await;
+        let i1 = adapter(&base);
+
+        let first = i1.fetch_page("orders", &window(None)).await.unwrap();
+        let next = first.next.clone().unwrap();
+        assert!(
+            next.starts_with(&base) && next.contains("offset=2"),
+            "{next}"
+        );
+        assert_eq!(first.orders.len(), 2);
+        // 1 orders + 2 items + 2 distinct addresses + 1 plans (only the cancelled order).
+        assert_eq!(first.requests, 6);
+        let cancelled = &first.orders[1];
+        assert_eq!(cancelled.lines.len(), 2);
+        assert_eq!(
+            cancelled.customer_name.as_deref(),
+            Some("Gülşen Çağlayan Öztürk")
+        );
+        assert_eq!(
+            cancelled.raw["cancellation_plans"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(first.orders[0].lines.len(), 1);
+        assert_eq!(
+            first.orders[0].raw["billing_address"]["first_name"],
+            "Akinon"
+        );
+
+        let requests = seen.0.lock().unwrap().clone();
+        assert_eq!(
+            requests[0],
+            "/i1/api/i1/orders/?updated_at__gte=2024-05-01T00%3A00%3A00Z&updated_at__lt=2024-05-02T00%3A00%3A00Z&limit=2"
+        );
+        assert!(
+            requests.contains(&"/i1/api/i1/order-items/?order__number=45243494&limit=2".to_owned())
+        );
+        assert!(requests.contains(
+            &"/i1/api/i1/cancellation-plans/?order=6e5877a9-5a03-48e6-8425-d4be178de83e&limit=2"
+                .to_owned()
+        ));
+
+        let last = i1.fetch_page("orders", &window(Some(next))).await.unwrap();
+        assert_eq!(last.next, None);
+        assert_eq!(last.orders.len(), 1);
+        assert_eq!(last.orders[0].state, OrderState::Unknown);
+        assert_eq!(last.requests, 2);
+    }
+
+    #[tokio::test]
+    async fn failures_are_classified_and_never_leak_the_token() {
+        let (base, _) = serve().await;
+        let i1 = adapter(&base);
+
+        let foreign = window(Some(
+            "https://evil.example.net/i1/api/i1/orders/?offset=2".into(),
+        ));
+        assert!(matches!(
+            i1.fetch_page("orders", &foreign).await,
+            Err(MarketplaceError::Malformed { .. })
+        ));
+        assert!(matches!(
+            i1.fetch_page("nope", &window(None)).await,
+            Err(MarketplaceError::Rejected { status: None, .. })
+        ));
+
+        // The server expects `Bearer`: another scheme word is refused like a wrong token.
+        let account = account(&base, "Authorization", "Token");
+        let http = HttpClient::new(
+            &account.http_settings(),
+            account.credentials.secret_values(),
+        )
+        .unwrap();
+        let refused = I1::new(&account, http, &HashMap::new());
+        let error = refused
+            .fetch_page("orders", &window(None))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, MarketplaceError::Unauthorized { status: 401, message, .. }
+                if message == "Geçersiz token: kimlik doğrulama başarısız."),
+            "{error:?}"
+        );
+        assert!(!format!("{error} {error:?}").contains(TOKEN));
+    }
+}
