@@ -169,7 +169,7 @@ impl AccountPoller {
         progress: &dyn Progress,
     ) -> Vec<StreamReport> {
         let mut reports = Vec::new();
-        for spec in self.marketplace.streams() {
+        for spec in &self.marketplace.streams() {
             if shutdown.is_cancelled() {
                 break;
             }

@@ -43,7 +43,7 @@ pub mod labs;
 #[async_trait]
 pub trait Marketplace: Send + Sync {
     /// The streams this marketplace is polled by.
-    fn streams(&self) -> &'static [StreamSpec];
+    fn streams(&self) -> Vec<StreamSpec>;
 
     /// Fetches one page of `stream` (one of the names in [`Marketplace::streams`]).
     async fn fetch_page(

@@ -151,8 +151,8 @@ impl Allesgo {
 
 #[async_trait]
 impl Marketplace for Allesgo {
-    fn streams(&self) -> &'static [StreamSpec] {
-        &STREAMS
+    fn streams(&self) -> Vec<StreamSpec> {
+        STREAMS.to_vec()
     }
 
     async fn fetch_page(

@@ -130,7 +130,7 @@ fn fold(text: &str) -> String {
 /// A C2C store.
 pub struct C2c {
     http: HttpClient,
-    streams: &'static [StreamSpec],
+    streams: [StreamSpec; 2],
     base_url: Url,
     /// `None` when the account's credentials are not C2C's (configuration validation prevents it);
     /// every request then fails with a clear message instead of a panic.
@@ -162,12 +162,10 @@ impl C2c {
             }),
             _ => None,
         };
-        // The trait hands out `'static` specs while the batch size is the account's page size: the
-        // two specs are leaked once per adapter, which is built once per account at start-up.
         let batch = usize::try_from(account.page_size)
             .unwrap_or(usize::MAX)
             .max(1);
-        let streams: &'static [StreamSpec] = Box::leak(Box::new(stream_specs(batch)));
+        let streams = stream_specs(batch);
         C2c {
             http,
             streams,
@@ -225,8 +223,8 @@ impl C2c {
 
 #[async_trait]
 impl Marketplace for C2c {
-    fn streams(&self) -> &'static [StreamSpec] {
-        self.streams
+    fn streams(&self) -> Vec<StreamSpec> {
+        self.streams.to_vec()
     }
 
     async fn fetch_page(

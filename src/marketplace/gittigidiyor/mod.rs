@@ -236,8 +236,8 @@ impl Gittigidiyor {
 
 #[async_trait]
 impl Marketplace for Gittigidiyor {
-    fn streams(&self) -> &'static [StreamSpec] {
-        STREAMS
+    fn streams(&self) -> Vec<StreamSpec> {
+        STREAMS.to_vec()
     }
 
     async fn fetch_page(

@@ -356,8 +356,8 @@ impl I1 {
 
 #[async_trait]
 impl Marketplace for I1 {
-    fn streams(&self) -> &'static [StreamSpec] {
-        STREAMS
+    fn streams(&self) -> Vec<StreamSpec> {
+        STREAMS.to_vec()
     }
 
     async fn fetch_page(

@@ -125,8 +125,8 @@ impl Labs {
 
 #[async_trait]
 impl Marketplace for Labs {
-    fn streams(&self) -> &'static [StreamSpec] {
-        STREAMS
+    fn streams(&self) -> Vec<StreamSpec> {
+        STREAMS.to_vec()
     }
 
     async fn fetch_page(
