@@ -40,6 +40,13 @@ pub mod labs;
 ///   4xx, an error reported inside a 200 body) and malformed payloads fail the run with the cursor
 ///   unmoved; unauthorized needs an operator. Adapters never retry and never panic on input.
 /// * Adapters never put a secret into an error, a log line or an order's raw payload.
+/// * **Transitions** (the outbox): [`Marketplace::validate_transition`] decides, without any I/O, whether
+///   a transition may be queued — the kind exists for this marketplace, its arguments are present and
+///   valid, and it is legal from the order's last known state; a refusal says why.
+///   [`Marketplace::apply_transition`] sends it once (the caller retries transient failures and never
+///   calls it for a refused transition); a failure reported inside a 200 body is `Rejected`. When a
+///   send ended ambiguously (timeout after sending), the caller reads the order back with
+///   [`Marketplace::fetch_order`] and asks [`Marketplace::transition_took_effect`] before sending again.
 #[async_trait]
 pub trait Marketplace: Send + Sync {
     /// The streams this marketplace is polled by.
@@ -57,7 +64,73 @@ pub trait Marketplace: Send + Sync {
     async fn status_catalog(&self) -> Result<Vec<StatusDescription>, MarketplaceError> {
         Ok(Vec::new())
     }
+
+    /// Whether `transition` may be queued, given the order's last known state (`None` when the order
+    /// is not in the database). The default refuses everything: the marketplace is pull-only.
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        let _ = (transition, current);
+        Err(TransitionRefusal(
+            "this marketplace documents no state-changing operation: it is pull-only".to_owned(),
+        ))
+    }
+
+    /// Sends a validated transition once.
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        Err(MarketplaceError::Rejected {
+            what: format!("transition {}", transition.kind),
+            status: None,
+            message: "this marketplace documents no state-changing operation".to_owned(),
+        })
+    }
+
+    /// Reads one order back, by external id; `Ok(None)` when the API offers no way to read a single
+    /// order (or the order does not exist).
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        let _ = external_id;
+        Ok(None)
+    }
+
+    /// Whether `order`, as read back, shows that `transition` took effect.
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        let _ = (transition, order);
+        false
+    }
 }
+
+/// A transition of one order, as queued in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The order's external id.
+    pub order_external_id: String,
+    /// The kind, e.g. `accept`, `ship`, `set-status` (see each adapter's module docs).
+    pub kind: String,
+    /// The kind's arguments, e.g. `{"package_id": "77", "shipping_code": "TR123"}`.
+    pub args: serde_json::Map<String, serde_json::Value>,
+    /// Sent to APIs that support idempotency keys; otherwise only used by the outbox.
+    pub idempotency_key: String,
+}
+
+/// What a sent transition produced, for the attempts log (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedTransition {
+    /// e.g. `POST /v1.0/order/accept/store/4242 {"package_id":77}` (credentials left out).
+    pub request_summary: String,
+    pub http_status: u16,
+    /// The first characters of the response body.
+    pub response_excerpt: String,
+}
+
+/// Why a transition may not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransitionRefusal(pub String);
 
 /// A stream of a marketplace and how it is planned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
