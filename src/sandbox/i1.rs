@@ -168,7 +168,7 @@ impl Store {
         let mut placed: Vec<DateTime<Utc>> = (0..n).map(|_| generator.placed_at(now, 90)).collect();
         placed.sort();
         for date_placed in placed {
-            let idx = store.place(generator, date_placed);
+            let idx = store.place(generator, date_placed, now);
             // Older orders have gone further: replay their history with plausible change times.
             let age_days = (now - date_placed).num_days();
             let steps = match age_days {
@@ -177,7 +177,7 @@ impl Store {
                 4..=10 => generator.range(2, 5),
                 _ => generator.range(4, 6),
             };
-            let mut at = date_placed;
+            let mut at = store.orders[idx].created_at;
             for _ in 0..steps {
                 let room = (now - at).num_seconds().max(2) as usize;
                 at += Duration::seconds(generator.range(1, room.min(2 * 86_400) / 2 + 1) as i64);
@@ -230,8 +230,14 @@ impl Store {
         idx
     }
 
-    /// Places a new order in status 100 at `date_placed`; returns its index.
-    fn place(&mut self, generator: &mut Generator, date_placed: DateTime<Utc>) -> usize {
+    /// Places a new order in status 100 at `date_placed`, its record created a moment later but not after
+    /// `latest`; returns its index.
+    fn place(
+        &mut self,
+        generator: &mut Generator,
+        date_placed: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    ) -> usize {
         let shipping_address = self.new_address(generator);
         let billing_address = if generator.chance(0.7) {
             shipping_address
@@ -244,9 +250,8 @@ impl Store {
         ]);
         self.next_number += generator.range(1, 40) as u64;
         let number = self.next_number.to_string();
-        let created_at = micros(
-            date_placed + Duration::microseconds(generator.range(200_000, 4_000_000) as i64),
-        );
+        let delay = Duration::microseconds(generator.range(200_000, 4_000_000) as i64);
+        let created_at = micros((date_placed + delay).min(latest));
         let idx = self.orders.len();
         let mut items = Vec::new();
         let mut total = Decimal::ZERO;
@@ -574,7 +579,7 @@ impl FakeApi for Store {
         let date_placed = now - Duration::nanoseconds(i64::from(now.timestamp_subsec_nanos()));
         (0..n)
             .map(|_| {
-                let idx = self.place(generator, date_placed);
+                let idx = self.place(generator, date_placed, now);
                 let order = &mut self.orders[idx];
                 // Placed now: its record is created now too, not a moment later.
                 order.created_at = now;

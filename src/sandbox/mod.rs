@@ -332,7 +332,9 @@ impl Sandbox {
                 Api::Gittigidiyor => gittigidiyor::router(shared.clone()),
             };
             let layer = middleware::from_fn_with_state((shared.clone(), api), per_api);
-            app.nest(api.prefix(), router.layer(layer))
+            // `nest_service` rather than `nest`: the nested router then answers every path under the prefix
+            // itself (its own fallback included), so the middleware sees unknown paths as well.
+            app.nest_service(api.prefix(), router.layer(layer))
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
