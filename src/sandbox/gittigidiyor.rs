@@ -27,6 +27,7 @@
 //! - **Response**: `saleCount` is the number of sales on this page; `sales` holds one `sale` per sale (one
 //!   element when there is one); `nextPageAvailable` tells whether another page follows.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -365,7 +366,10 @@ fn seeded_status(generator: &mut Generator, age: Duration) -> SaleStatus {
     }
 }
 
-/// The seller's sales in sale-date order.
+/// The seller's sales.
+///
+/// Architecture Invariant: `sales` is in sale-date (`sold_at`) order, so a date window is found by binary
+/// search.
 pub(super) struct Store {
     sales: Vec<Sale>,
     by_code: HashMap<String, usize>,
@@ -411,6 +415,11 @@ impl Store {
         status: SaleStatus,
         last_action: DateTime<Utc>,
     ) -> Vec<String> {
+        // Keeps the sale-date order even if the clock steps back between two added sales.
+        let sold_at = self
+            .sales
+            .last()
+            .map_or(sold_at, |last| sold_at.max(last.sold_at));
         let person = generator.person();
         let address = generator.address();
         let username = person
@@ -506,7 +515,7 @@ impl Store {
                     "https://mcdn01.gittigidiyor.net/{}/tn9/{product_id}_tn9_0.jpg",
                     product_id / 10_000
                 ),
-                last_action: whole_seconds(last_action),
+                last_action: whole_seconds(last_action.max(sold_at)),
                 invoice: invoice.clone(),
                 variant_id: if generator.chance(0.3) {
                     700_000_000 + generator.range(0, 99_999_999) as u64
@@ -1159,33 +1168,46 @@ fn failure_body(error: &ApiError, lang: Lang, now: DateTime<Utc>, started: Insta
     xml.finish()
 }
 
-fn success_body(store: &Store, query: &SalesQuery, now: DateTime<Utc>, started: Instant) -> String {
-    let mut matched: Vec<&Sale> = store.sales.iter().filter(|s| query.matches(s)).collect();
-    match query.order_by {
-        OrderBy::SaleCode => matched.sort_by(|a, b| a.code.cmp(&b.code)),
-        OrderBy::Price => {
-            matched.sort_by(|a, b| a.price.cmp(&b.price).then_with(|| a.code.cmp(&b.code)))
-        }
-        OrderBy::LastAction => {
-            matched.sort_by(|a, b| {
-                a.last_action
-                    .cmp(&b.last_action)
-                    .then_with(|| a.code.cmp(&b.code))
-            });
-        }
-    }
-    if query.descending {
-        matched.reverse();
-    }
-    let skip = (query.page_number - 1).saturating_mul(query.page_size);
-    let page: Vec<&Sale> = matched
+/// The requested page of the matching sales, in the requested order, and whether another page follows.
+///
+/// Two `select_nth_unstable_by` calls isolate the page and only the page is sorted, so a request costs
+/// O(matches) however deep the page is: paging through 100,000 sales stays linear per page.
+fn page<'a>(store: &'a Store, query: &SalesQuery) -> (Vec<&'a Sale>, bool) {
+    let from = store.sales.partition_point(|s| s.sold_at < query.start);
+    let to = store.sales.partition_point(|s| s.sold_at <= query.end);
+    let mut matched: Vec<&Sale> = store.sales[from.min(to)..to]
         .iter()
-        .skip(skip)
-        .take(query.page_size)
-        .copied()
+        .filter(|s| query.matches(s))
         .collect();
-    let next_page = skip.saturating_add(page.len()) < matched.len();
+    let order = |a: &&Sale, b: &&Sale| {
+        let key = match query.order_by {
+            OrderBy::SaleCode => Ordering::Equal,
+            OrderBy::Price => a.price.cmp(&b.price),
+            OrderBy::LastAction => a.last_action.cmp(&b.last_action),
+        }
+        .then_with(|| a.code.cmp(&b.code));
+        if query.descending { key.reverse() } else { key }
+    };
+    let total = matched.len();
+    let skip = (query.page_number - 1).saturating_mul(query.page_size);
+    if skip >= total {
+        return (Vec::new(), false);
+    }
+    let end = skip.saturating_add(query.page_size).min(total);
+    if skip > 0 {
+        matched.select_nth_unstable_by(skip, order);
+    }
+    let rest = &mut matched[skip..];
+    let len = end - skip;
+    if len < rest.len() {
+        rest.select_nth_unstable_by(len - 1, order);
+    }
+    rest[..len].sort_by(order);
+    (rest[..len].to_vec(), end < total)
+}
 
+fn success_body(store: &Store, query: &SalesQuery, now: DateTime<Utc>, started: Instant) -> String {
+    let (page, next_page) = page(store, query);
     let mut xml = Xml::begin_response("success", now, started);
     xml.leaf("saleCount", page.len().to_string());
     if page.is_empty() {
