@@ -625,7 +625,7 @@ async fn cancel_is_all_or_nothing_and_a_refusal_is_200_with_success_false() {
 
 #[tokio::test]
 async fn cancel_requests_and_returns_are_accepted_or_rejected() {
-    let api = Allesgo::start(2000).await;
+    let api = Allesgo::start(600).await;
     let with_status = |status: u64| {
         let api = &api;
         async move {
