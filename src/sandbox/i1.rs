@@ -40,6 +40,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::audit::{Effect, Operation};
@@ -453,68 +454,71 @@ impl Store {
         ))
     }
 
-    fn order_json(&self, order: &Order) -> Value {
-        json!({
-            "id": order.id,
-            "number": order.number,
-            "datasource": order.datasource,
-            "shipping_address": self.addresses[order.shipping_address].id,
-            "billing_address": self.addresses[order.billing_address].id,
-            "date_placed": wire_time(order.date_placed),
-            "status": order.status,
-            "currency": order.currency,
-            "amount": money(order.amount),
-            "discount_amount": money(order.discount_amount),
-            "shipping_amount": money(order.shipping_amount),
-            "shipping_tax_rate": if order.shipping_amount.is_zero() { None } else { Some("20.00") },
-            "refund_amount": money(order.refund_amount),
-            "discount_refund_amount": "0.00",
-            "shipping_refund_amount": "0.00",
-            "invoice_number": order.invoice_number,
-            "invoice_date": order.invoice_date.map(wire_time),
-            "e_archive_url": order.invoice_number.as_ref().map(|n| format!("https://earsiv.sandbox-seller.example/{n}.pdf")),
-            "tracking_number": order.tracking_number,
-            "shipping_company": order.shipping_company,
-            "cargo_company": order.shipping_company,
-            "has_gift_box": order.has_gift_box,
-            "gift_box_note": order.gift_box_note,
-            "language_code": "tr-tr",
-            "notes": null,
-            "delivery_range": null,
-            "shipping_option_slug": "standard",
-            "extra_field": {},
-            "cancel_status": order.cancel_status,
-            "shipping_interest_amount": "0.00",
-            "created_at": wire_time(order.created_at),
-            "updated_at": wire_time(order.updated_at),
-        })
+    fn order_wire<'a>(&'a self, order: &'a Order) -> OrderWire<'a> {
+        OrderWire {
+            id: &order.id,
+            number: &order.number,
+            datasource: &order.datasource,
+            shipping_address: &self.addresses[order.shipping_address].id,
+            billing_address: &self.addresses[order.billing_address].id,
+            date_placed: wire_time(order.date_placed),
+            status: order.status,
+            currency: order.currency,
+            amount: money(order.amount),
+            discount_amount: money(order.discount_amount),
+            shipping_amount: money(order.shipping_amount),
+            shipping_tax_rate: (!order.shipping_amount.is_zero()).then_some("20.00"),
+            refund_amount: money(order.refund_amount),
+            discount_refund_amount: "0.00",
+            shipping_refund_amount: "0.00",
+            invoice_number: order.invoice_number.as_deref(),
+            invoice_date: order.invoice_date.map(wire_time),
+            e_archive_url: order
+                .invoice_number
+                .as_ref()
+                .map(|n| format!("https://earsiv.sandbox-seller.example/{n}.pdf")),
+            tracking_number: order.tracking_number.as_deref(),
+            shipping_company: order.shipping_company,
+            cargo_company: order.shipping_company,
+            has_gift_box: order.has_gift_box,
+            gift_box_note: order.gift_box_note.as_deref(),
+            language_code: "tr-tr",
+            notes: None,
+            delivery_range: None,
+            shipping_option_slug: "standard",
+            extra_field: Empty {},
+            cancel_status: order.cancel_status,
+            shipping_interest_amount: "0.00",
+            created_at: wire_time(order.created_at),
+            updated_at: wire_time(order.updated_at),
+        }
     }
 
-    fn item_json(&self, item: &Item) -> Value {
+    fn item_wire<'a>(&'a self, item: &'a Item) -> ItemWire<'a> {
         let order = &self.orders[item.order];
-        json!({
-            "id": item.id,
-            "order": order.id,
-            "sku": item.sku,
-            "status": item.status,
-            "price_currency": order.currency,
-            "price": money(item.price),
-            "tax_rate": money(item.tax_rate),
-            "invoice_number": order.invoice_number,
-            "invoice_date": order.invoice_date.map(wire_time),
-            "e_archive_url": null,
-            "tracking_number": item.tracking_number,
-            "shipping_company": item.shipping_company,
-            "retail_price": item.retail_price.map(money),
-            "extra_field": {},
-            "estimated_delivery_date": item.estimated_delivery_date.map(wire_time),
-            "discount_amount": money(item.discount_amount),
-            "shipped_date": item.shipped_date.map(wire_time),
-            "delivered_date": item.delivered_date.map(wire_time),
-            "cancel_status": item.cancel_status,
-            "created_at": wire_time(item.created_at),
-            "updated_at": wire_time(item.updated_at),
-        })
+        ItemWire {
+            id: &item.id,
+            order: &order.id,
+            sku: &item.sku,
+            status: item.status,
+            price_currency: order.currency,
+            price: money(item.price),
+            tax_rate: money(item.tax_rate),
+            invoice_number: order.invoice_number.as_deref(),
+            invoice_date: order.invoice_date.map(wire_time),
+            e_archive_url: None,
+            tracking_number: item.tracking_number.as_deref(),
+            shipping_company: item.shipping_company,
+            retail_price: item.retail_price.map(money),
+            extra_field: Empty {},
+            estimated_delivery_date: item.estimated_delivery_date.map(wire_time),
+            discount_amount: money(item.discount_amount),
+            shipped_date: item.shipped_date.map(wire_time),
+            delivered_date: item.delivered_date.map(wire_time),
+            cancel_status: item.cancel_status,
+            created_at: wire_time(item.created_at),
+            updated_at: wire_time(item.updated_at),
+        }
     }
 
     fn address_json(&self, address: &CustomerAddress) -> Value {
@@ -629,6 +633,82 @@ impl FakeApi for Store {
     fn snapshot(&self) -> Vec<SandboxOrder> {
         self.orders.iter().map(|o| self.snapshot_of(o)).collect()
     }
+}
+
+/// An order as `orders/` sends it (the document's fields in its order, then `created_at`/`updated_at`).
+#[derive(Serialize)]
+struct OrderWire<'a> {
+    id: &'a str,
+    number: &'a str,
+    datasource: &'a str,
+    shipping_address: &'a str,
+    billing_address: &'a str,
+    date_placed: String,
+    status: u16,
+    currency: &'static str,
+    amount: String,
+    discount_amount: String,
+    shipping_amount: String,
+    shipping_tax_rate: Option<&'static str>,
+    refund_amount: String,
+    discount_refund_amount: &'static str,
+    shipping_refund_amount: &'static str,
+    invoice_number: Option<&'a str>,
+    invoice_date: Option<String>,
+    e_archive_url: Option<String>,
+    tracking_number: Option<&'a str>,
+    shipping_company: Option<&'static str>,
+    cargo_company: Option<&'static str>,
+    has_gift_box: bool,
+    gift_box_note: Option<&'a str>,
+    language_code: &'static str,
+    notes: Option<&'static str>,
+    delivery_range: Option<&'static str>,
+    shipping_option_slug: &'static str,
+    extra_field: Empty,
+    cancel_status: Option<&'static str>,
+    shipping_interest_amount: &'static str,
+    created_at: String,
+    updated_at: String,
+}
+
+/// An order item as `order-items/` sends it.
+#[derive(Serialize)]
+struct ItemWire<'a> {
+    id: &'a str,
+    order: &'a str,
+    sku: &'a str,
+    status: u16,
+    price_currency: &'static str,
+    price: String,
+    tax_rate: String,
+    invoice_number: Option<&'a str>,
+    invoice_date: Option<String>,
+    e_archive_url: Option<&'static str>,
+    tracking_number: Option<&'a str>,
+    shipping_company: Option<&'static str>,
+    retail_price: Option<String>,
+    extra_field: Empty,
+    estimated_delivery_date: Option<String>,
+    discount_amount: String,
+    shipped_date: Option<String>,
+    delivered_date: Option<String>,
+    cancel_status: Option<&'static str>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// Serializes as `{}` (the payloads' empty `extra_field`).
+#[derive(Serialize)]
+struct Empty {}
+
+/// One DRF limit/offset page.
+#[derive(Serialize)]
+struct Page<T> {
+    count: usize,
+    next: Option<String>,
+    previous: Option<String>,
+    results: Vec<T>,
 }
 
 fn money(amount: Decimal) -> String {
@@ -945,23 +1025,25 @@ impl PageLinks {
 }
 
 /// One DRF limit/offset page over the indices of the matching rows.
-fn paginate(
+fn paginate<T>(
     links: &PageLinks,
     params: &Params,
     matching: &[usize],
-    row: impl Fn(usize) -> Value,
-) -> Value {
+    row: impl Fn(usize) -> T,
+) -> Page<T> {
     let (limit, offset) = params.page();
     let count = matching.len();
-    let results: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|&i| row(i))
-        .collect();
-    let next = (offset + limit < count).then(|| links.url(limit, offset + limit));
-    let previous = (offset > 0).then(|| links.url(limit, offset.saturating_sub(limit)));
-    json!({"count": count, "next": next, "previous": previous, "results": results})
+    Page {
+        count,
+        next: (offset + limit < count).then(|| links.url(limit, offset + limit)),
+        previous: (offset > 0).then(|| links.url(limit, offset.saturating_sub(limit))),
+        results: matching
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|&i| row(i))
+            .collect(),
+    }
 }
 
 /// The authentication check every endpoint runs first: the 401 response, or `None` when authorized.
@@ -1055,7 +1137,7 @@ fn orders_page(shared: &Shared, headers: &HeaderMap, uri: &axum::http::Uri) -> R
     };
     let links = PageLinks::new(headers, uri, &params);
     let page = paginate(&links, &params, &matching, |i| {
-        store.order_json(&store.orders[i])
+        store.order_wire(&store.orders[i])
     });
     Json(page).into_response()
 }
@@ -1070,7 +1152,7 @@ async fn get_order(
         None => {
             let store = lock(&shared.i1);
             match store.order_by_id.get(&id) {
-                Some(&i) => Json(store.order_json(&store.orders[i])).into_response(),
+                Some(&i) => Json(store.order_wire(&store.orders[i])).into_response(),
                 None => not_found(),
             }
         }
@@ -1116,7 +1198,7 @@ fn items_page(shared: &Shared, headers: &HeaderMap, uri: &axum::http::Uri) -> Re
     };
     let links = PageLinks::new(headers, uri, &params);
     let page = paginate(&links, &params, &matching, |i| {
-        store.item_json(&store.items[i])
+        store.item_wire(&store.items[i])
     });
     Json(page).into_response()
 }
@@ -1131,7 +1213,7 @@ async fn get_item(
         None => {
             let store = lock(&shared.i1);
             match store.item_by_id.get(&id) {
-                Some(&i) => Json(store.item_json(&store.items[i])).into_response(),
+                Some(&i) => Json(store.item_wire(&store.items[i])).into_response(),
                 None => not_found(),
             }
         }

@@ -43,6 +43,7 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Europe::Istanbul;
 use rust_decimal::Decimal;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::audit::{Effect, Operation};
@@ -136,103 +137,127 @@ impl Order {
             + self.shipping_fee
     }
 
-    fn address_json(&self, address: &Address) -> Value {
-        let name = format!("{} {}", self.customer.first_name, self.customer.last_name);
-        json!({
-            "addressName": "Ev",
-            "invoiceType": "personal",
-            "identifier": {
-                "customerName": name,
-                "phoneNumber": format!("9{}", self.customer.phone),
-                "identity": 11111111111u64,
+    fn address_wire<'a>(&'a self, address: &'a Address) -> AddressWire<'a> {
+        AddressWire {
+            address_name: "Ev",
+            invoice_type: "personal",
+            identifier: Identifier {
+                customer_name: self.customer_name(),
+                phone_number: self.phone(),
+                identity: 11_111_111_111,
             },
-            "addressDetail": {
-                "countryCode": "TR",
-                "city": address.city,
-                "district": address.district,
-                "town": address.district,
-                "state": "",
-                "address": format!("{} {} {}", address.line, address.district, address.city),
-                "postalCode": address.postal_code,
+            address_detail: AddressDetail {
+                country_code: "TR",
+                city: &address.city,
+                district: &address.district,
+                town: &address.district,
+                state: "",
+                address: format!("{} {} {}", address.line, address.district, address.city),
+                postal_code: &address.postal_code,
             },
-            "isDefault": 1,
-            "company": {"companyName": "", "taxNumber": "", "taxOffice": ""},
-        })
+            is_default: 1,
+            company: Company {
+                company_name: "",
+                tax_number: "",
+                tax_office: "",
+            },
+        }
     }
 
-    fn json(&self) -> Value {
+    /// The phone number as the document writes it: with the country code, without `+`.
+    fn phone(&self) -> String {
+        format!("9{}", self.customer.phone)
+    }
+
+    fn customer_name(&self) -> String {
+        format!("{} {}", self.customer.first_name, self.customer.last_name)
+    }
+
+    fn wire(&self) -> OrderWire<'_> {
         let (created_slashes, updated_slashes) = match self.date_style {
             DateStyle::Slashes => (true, true),
             DateStyle::Dashes => (false, false),
             DateStyle::Mixed => (true, false),
         };
         let cancelled = self.status == 6;
-        let line_status = self.status_name();
-        let lines: Vec<Value> = self
+        let status = self.status_name();
+        let lines = self
             .lines
             .iter()
             .map(|line| {
                 let qty = if cancelled { 0 } else { line.requested_qty };
-                json!({
-                    "id": line.id,
-                    "barcodeId": line.barcode,
-                    "status": line_status,
-                    "qty": format!("{qty}.00"),
-                    "requestedQty": format!("{}.00", line.requested_qty),
-                    "cancelledQty": line.requested_qty - qty,
-                    "price": format!("{:.4}", line.price),
-                    "currency": "TRY",
-                    "modelId": null,
-                    "attributes": [],
-                    "lineDescription": line.description,
-                    "thumbnail": "https://static-labs.s3.eu-central-1.amazonaws.com/products/",
-                    "provision": provision(),
-                })
+                LineWire {
+                    id: line.id,
+                    barcode_id: &line.barcode,
+                    status,
+                    qty: format!("{qty}.00"),
+                    requested_qty: format!("{}.00", line.requested_qty),
+                    cancelled_qty: line.requested_qty - qty,
+                    price: format!("{:.4}", line.price),
+                    currency: "TRY",
+                    model_id: None,
+                    attributes: [],
+                    line_description: &line.description,
+                    thumbnail: "https://static-labs.s3.eu-central-1.amazonaws.com/products/",
+                    provision: Provision::default(),
+                }
             })
             .collect();
-        let total_qty: u32 = if cancelled {
+        let total_product_qty = if cancelled {
             0
         } else {
             self.lines.iter().map(|l| l.requested_qty).sum()
         };
-        let name = format!("{} {}", self.customer.first_name, self.customer.last_name);
-        json!({
-            "id": self.id,
-            "packageId": self.package_id,
-            "managerId": null,
-            "currency": "TRY",
-            "source": self.source,
-            "orderStatus": line_status,
-            "marketplaceId": self.marketplace_id,
-            "managerNote": null,
-            "createdAt": local(self.created_at, created_slashes),
-            "updatedAt": local(self.updated_at, updated_slashes),
-            "isTransfered": 0,
-            "isCorporate": false,
-            "shipmentAddress": self.address_json(&self.shipment_address),
-            "invoiceAddress": self.address_json(&self.invoice_address),
-            "warehouseId": self.warehouse_id,
-            "totalProductQty": total_qty,
-            "priceTotal": format!("{:.2}", self.total()),
-            "customer": {
-                "custumerName": name,
-                "custumerEmail": self.customer.email,
-                "custumerPhoneNumber": format!("9{}", self.customer.phone),
-                "custumerIdentity": "11111111111",
+        let fee = if self.shipping_fee.is_zero() {
+            "0".to_string()
+        } else {
+            format!("{:.2}", self.shipping_fee)
+        };
+        OrderWire {
+            id: self.id,
+            package_id: &self.package_id,
+            manager_id: None,
+            currency: "TRY",
+            source: self.source,
+            order_status: status,
+            marketplace_id: &self.marketplace_id,
+            manager_note: None,
+            created_at: local(self.created_at, created_slashes),
+            updated_at: local(self.updated_at, updated_slashes),
+            is_transfered: 0,
+            is_corporate: false,
+            shipment_address: self.address_wire(&self.shipment_address),
+            invoice_address: self.address_wire(&self.invoice_address),
+            warehouse_id: self.warehouse_id,
+            total_product_qty,
+            price_total: format!("{:.2}", self.total()),
+            customer: Customer {
+                custumer_name: self.customer_name(),
+                custumer_email: &self.customer.email,
+                custumer_phone_number: self.phone(),
+                custumer_identity: "11111111111",
             },
-            "payment": {"paymentId": null, "paymentMethod": "MARKETPLACE", "paymentStatus": "SUCCESS"},
-            "shipment": {
-                "dispatchStatus": self.status >= 4 && !cancelled,
-                "dispatchDescription": "",
-                "cargoCompany": self.cargo_code,
-                "barcodeId": self.package_id,
-                "trackingId": self.tracking_id,
-                "trackingUrl": self.tracking_id.as_ref().map(|t| format!("https://kargotakip.sandbox-labs.example/{t}")),
-                "shippingFee": json_number(&if self.shipping_fee.is_zero() { "0".to_string() } else { format!("{:.2}", self.shipping_fee) }),
+            payment: Payment {
+                payment_id: None,
+                payment_method: "MARKETPLACE",
+                payment_status: "SUCCESS",
             },
-            "provision": provision(),
-            "lines": lines,
-        })
+            shipment: Shipment {
+                dispatch_status: self.status >= 4 && !cancelled,
+                dispatch_description: "",
+                cargo_company: self.cargo_code,
+                barcode_id: &self.package_id,
+                tracking_id: self.tracking_id.as_deref(),
+                tracking_url: self
+                    .tracking_id
+                    .as_ref()
+                    .map(|t| format!("https://kargotakip.sandbox-labs.example/{t}")),
+                // A JSON number written as this literal (serde_json's `arbitrary_precision` keeps the text).
+                shipping_fee: fee.parse().ok(),
+            },
+            provision: Provision::default(),
+            lines,
+        }
     }
 
     fn snapshot(&self) -> SandboxOrder {
@@ -246,21 +271,140 @@ impl Order {
     }
 }
 
-/// A JSON number written exactly as `literal` (serde_json's `arbitrary_precision` keeps the text).
-fn json_number(literal: &str) -> Value {
-    literal
-        .parse::<serde_json::Number>()
-        .map_or(Value::Null, Value::Number)
+/// An order as the list sends it (field names and order as in the document's example).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderWire<'a> {
+    id: u64,
+    package_id: &'a str,
+    manager_id: Option<u64>,
+    currency: &'static str,
+    source: &'static str,
+    order_status: &'static str,
+    marketplace_id: &'a str,
+    manager_note: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    is_transfered: u8,
+    is_corporate: bool,
+    shipment_address: AddressWire<'a>,
+    invoice_address: AddressWire<'a>,
+    warehouse_id: u64,
+    total_product_qty: u32,
+    price_total: String,
+    customer: Customer<'a>,
+    payment: Payment,
+    shipment: Shipment<'a>,
+    provision: Provision,
+    lines: Vec<LineWire<'a>>,
 }
 
-fn provision() -> Value {
-    json!({
-        "maxPossibleAmount": null,
-        "minPossibleAmount": null,
-        "maxWeight": null,
-        "minWeight": null,
-        "unitId": null,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AddressWire<'a> {
+    address_name: &'static str,
+    invoice_type: &'static str,
+    identifier: Identifier,
+    address_detail: AddressDetail<'a>,
+    is_default: u8,
+    company: Company,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identifier {
+    customer_name: String,
+    phone_number: String,
+    identity: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AddressDetail<'a> {
+    country_code: &'static str,
+    city: &'a str,
+    district: &'a str,
+    town: &'a str,
+    state: &'static str,
+    address: String,
+    postal_code: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Company {
+    company_name: &'static str,
+    tax_number: &'static str,
+    tax_office: &'static str,
+}
+
+/// The document spells these keys `custumer…`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Customer<'a> {
+    custumer_name: String,
+    custumer_email: &'a str,
+    custumer_phone_number: String,
+    custumer_identity: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Payment {
+    payment_id: Option<&'static str>,
+    payment_method: &'static str,
+    payment_status: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Shipment<'a> {
+    dispatch_status: bool,
+    dispatch_description: &'static str,
+    cargo_company: &'static str,
+    barcode_id: &'a str,
+    tracking_id: Option<&'a str>,
+    tracking_url: Option<String>,
+    shipping_fee: Option<serde_json::Number>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Provision {
+    max_possible_amount: Option<u32>,
+    min_possible_amount: Option<u32>,
+    max_weight: Option<u32>,
+    min_weight: Option<u32>,
+    unit_id: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LineWire<'a> {
+    id: u64,
+    barcode_id: &'a str,
+    status: &'static str,
+    qty: String,
+    requested_qty: String,
+    cancelled_qty: u32,
+    price: String,
+    currency: &'static str,
+    model_id: Option<u64>,
+    attributes: [u8; 0],
+    line_description: &'a str,
+    thumbnail: &'static str,
+    provision: Provision,
+}
+
+/// `GET /orders`'s answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListWire<'a> {
+    items: Vec<OrderWire<'a>>,
+    total_items: usize,
+    total_page: usize,
+    current_page: usize,
+    limit: usize,
 }
 
 /// Whole seconds: the wire formats carry no fraction, so a value read back compares equal.
@@ -577,19 +721,18 @@ async fn list_orders(
                 let matching: Vec<&Order> =
                     store.orders.values().filter(|o| query.matches(o)).collect();
                 let skip = (query.page - 1).saturating_mul(query.limit);
-                let items: Vec<Value> = matching
-                    .iter()
-                    .skip(skip)
-                    .take(query.limit)
-                    .map(|o| o.json())
-                    .collect();
-                Json(json!({
-                    "items": items,
-                    "totalItems": matching.len(),
-                    "totalPage": matching.len().div_ceil(query.limit),
-                    "currentPage": query.page,
-                    "limit": query.limit,
-                }))
+                Json(ListWire {
+                    items: matching
+                        .iter()
+                        .skip(skip)
+                        .take(query.limit)
+                        .map(|o| o.wire())
+                        .collect(),
+                    total_items: matching.len(),
+                    total_page: matching.len().div_ceil(query.limit),
+                    current_page: query.page,
+                    limit: query.limit,
+                })
                 .into_response()
             }
         },
