@@ -138,11 +138,6 @@ impl Generator {
         }
     }
 
-    /// The underlying seeded RNG, for draws the helpers below do not cover.
-    pub fn rng(&mut self) -> &mut StdRng {
-        &mut self.rng
-    }
-
     pub fn person(&mut self) -> Person {
         let first_name = self.pick(FIRST_NAMES).to_string();
         let last_name = self.pick(LAST_NAMES).to_string();

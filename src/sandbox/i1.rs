@@ -128,6 +128,17 @@ struct CancellationPlan {
     created_at: DateTime<Utc>,
 }
 
+/// Why the `reject/` action refuses an item; the message is the 400 body's `non_field_errors` entry.
+#[derive(Debug, thiserror::Error)]
+enum RejectError {
+    #[error("Packaged order items cannot be rejected.")]
+    Packaged,
+    #[error("Order item is already rejected.")]
+    AlreadyRejected,
+    #[error("Order item with status {0} cannot be rejected.")]
+    Status(u16),
+}
+
 /// The i1 seller's orders with their items, addresses and cancellation plans.
 pub(super) struct Store {
     /// Sorted by `date_placed` (new orders are placed now, so appending keeps the order).
@@ -417,14 +428,13 @@ impl Store {
         generator: &mut Generator,
         item_idx: usize,
         at: DateTime<Utc>,
-    ) -> Result<String, String> {
+    ) -> Result<String, RejectError> {
         let item = &self.items[item_idx];
-        if item.status >= 400 {
-            return Err(match item.status {
-                400 => "Packaged order items cannot be rejected.".to_string(),
-                900 => "Order item is already rejected.".to_string(),
-                status => format!("Order item with status {status} cannot be rejected."),
-            });
+        match item.status {
+            400 => return Err(RejectError::Packaged),
+            900 => return Err(RejectError::AlreadyRejected),
+            status if status > 400 => return Err(RejectError::Status(status)),
+            _ => {}
         }
         let order_idx = item.order;
         let price = item.price;
@@ -1243,9 +1253,9 @@ async fn reject_item(
                             response.extensions_mut().insert(Effect(effect));
                             response
                         }
-                        Err(message) => (
+                        Err(refusal) => (
                             StatusCode::BAD_REQUEST,
-                            Json(json!({ "non_field_errors": [message] })),
+                            Json(json!({ "non_field_errors": [refusal.to_string()] })),
                         )
                             .into_response(),
                     }

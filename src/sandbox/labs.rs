@@ -627,6 +627,17 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Why a list query is refused; the message is the 400 body's `message`.
+#[derive(Debug, thiserror::Error)]
+enum QueryError {
+    #[error("page ve limit parametrelerinin gönderilmesi zorunludur.")]
+    PageRequired,
+    #[error("{0} parametresi pozitif bir tam sayı olmalıdır.")]
+    NotPositive(&'static str),
+    #[error("{0} YYYY-MM-DD formatında olmalıdır.")]
+    NotADate(&'static str),
+}
+
 /// The list query, validated.
 struct ListQuery {
     page: usize,
@@ -641,28 +652,25 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(query: Option<&str>) -> Result<ListQuery, String> {
+    fn parse(query: Option<&str>) -> Result<ListQuery, QueryError> {
         let params: BTreeMap<String, String> =
             url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .into_owned()
                 .filter(|(_, v)| !v.is_empty())
                 .collect();
-        let positive = |key: &str| -> Result<usize, String> {
-            let value = params.get(key).ok_or_else(|| {
-                "page ve limit parametrelerinin gönderilmesi zorunludur.".to_string()
-            })?;
+        let positive = |key: &'static str| -> Result<usize, QueryError> {
+            let value = params.get(key).ok_or(QueryError::PageRequired)?;
             value
                 .parse::<usize>()
                 .ok()
                 .filter(|&v| v > 0)
-                .ok_or_else(|| format!("{key} parametresi pozitif bir tam sayı olmalıdır."))
+                .ok_or(QueryError::NotPositive(key))
         };
-        let date = |key: &str| -> Result<Option<NaiveDate>, String> {
+        let date = |key: &'static str| -> Result<Option<NaiveDate>, QueryError> {
             params
                 .get(key)
                 .map(|v| {
-                    NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                        .map_err(|_| format!("{key} YYYY-MM-DD formatında olmalıdır."))
+                    NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| QueryError::NotADate(key))
                 })
                 .transpose()
         };
@@ -715,7 +723,7 @@ async fn list_orders(
     let response = match unauthorized(&shared, &headers) {
         Some(response) => response,
         None => match ListQuery::parse(query.as_deref()) {
-            Err(message) => answer(StatusCode::BAD_REQUEST, false, &message),
+            Err(error) => answer(StatusCode::BAD_REQUEST, false, &error.to_string()),
             Ok(query) => {
                 let store = lock(&shared.labs);
                 let matching: Vec<&Order> =
