@@ -6,6 +6,10 @@
 //! - [`domain`]: marketplaces, canonical order states, the normalized order.
 //! - [`http`]: the shared HTTP client, failure classification, redaction.
 //! - [`marketplace`]: the adapter trait and one module per marketplace.
+//! - [`poller`], [`daemon`], [`store`]: the sync engine, the long-running process, PostgreSQL.
+//! - [`sandbox`]: fake marketplaces over real HTTP for tests, `demo` and `sandbox` (never used by production paths).
+//!
+//! See ARCHITECTURE.md for how data flows.
 
 pub mod cli;
 pub mod config;
@@ -16,5 +20,6 @@ pub mod http;
 pub mod marketplace;
 pub mod poller;
 pub mod progress;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
