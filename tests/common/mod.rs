@@ -112,11 +112,90 @@ pub fn account(
         base_url: url::Url::parse(base_url).expect("base url"),
         enabled: true,
         schedule: "0 */5 * * * *".into(),
-        initial_sync_days: 90,
+        initial_sync_days: 91,
         overlap: std::time::Duration::from_secs(600),
         page_size: ordersync::config::default_page_size(marketplace),
-        requests_per_second: std::num::NonZeroU32::new(1000).unwrap(),
+        requests_per_second: std::num::NonZeroU32::new(100_000).unwrap(),
         timeout: std::time::Duration::from_secs(5),
         credentials,
+    }
+}
+
+/// A sandbox with `orders` orders per marketplace, a fresh database, and a poller per marketplace.
+pub struct SyncEnv {
+    pub db: TestDb,
+    pub sandbox: ordersync::sandbox::Sandbox,
+    pub accounts: std::collections::HashMap<String, i64>,
+}
+
+pub fn kind_of(api: ordersync::sandbox::Api) -> ordersync::domain::MarketplaceKind {
+    use ordersync::domain::MarketplaceKind;
+    use ordersync::sandbox::Api;
+    match api {
+        Api::Allesgo => MarketplaceKind::Allesgo,
+        Api::C2c => MarketplaceKind::C2c,
+        Api::I1 => MarketplaceKind::I1,
+        Api::Labs => MarketplaceKind::Labs,
+        Api::Gittigidiyor => MarketplaceKind::Gittigidiyor,
+    }
+}
+
+impl SyncEnv {
+    pub async fn start(orders: usize) -> SyncEnv {
+        let db = test_db().await;
+        let sandbox = ordersync::sandbox::Sandbox::start(ordersync::sandbox::SandboxConfig {
+            orders_per_api: orders,
+            ..Default::default()
+        })
+        .await
+        .expect("sandbox");
+        SyncEnv {
+            db,
+            sandbox,
+            accounts: Default::default(),
+        }
+    }
+
+    /// The configuration of the account polling `api` in the sandbox.
+    pub fn account(&self, api: ordersync::sandbox::Api) -> ordersync::config::AccountConfig {
+        account(api.name(), kind_of(api), &self.sandbox.base_url(api))
+    }
+
+    /// A poller for `account` (as another replica when `holder` differs).
+    pub async fn poller(
+        &mut self,
+        account: &ordersync::config::AccountConfig,
+        holder: &str,
+        settings: ordersync::poller::PollSettings,
+    ) -> ordersync::poller::AccountPoller {
+        let ids = ordersync::store::accounts::sync_with_config(&self.db.pool, std::slice::from_ref(account))
+            .await
+            .expect("accounts");
+        self.accounts.extend(ids.clone());
+        let http = ordersync::http::HttpClient::new(
+            &account.http_settings(),
+            account.credentials.secret_values(),
+        )
+        .expect("http client");
+        let marketplace: std::sync::Arc<dyn ordersync::marketplace::Marketplace> = std::sync::Arc::from(
+            ordersync::marketplace::build(account, http, &Default::default()),
+        );
+        ordersync::poller::AccountPoller::new(
+            self.db.pool.clone(),
+            ids[&account.name],
+            account.clone(),
+            marketplace,
+            holder.to_owned(),
+            settings,
+        )
+    }
+}
+
+/// Poll settings for tests: quick backoff.
+pub fn fast_retries() -> ordersync::poller::PollSettings {
+    ordersync::poller::PollSettings {
+        min_backoff: std::time::Duration::from_millis(10),
+        max_backoff: std::time::Duration::from_millis(200),
+        ..Default::default()
     }
 }
