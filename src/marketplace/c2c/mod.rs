@@ -16,8 +16,10 @@
 //!   per batch costs the same one request and brings every change, not only the status.
 //!
 //! A success is a JSON array; an error is a JSON object, also with HTTP 200, and is detected by shape.
-//! Status texts map as the digest says (see [`DEFAULTS`]); amount and date rules are in [`wire`].
+//! Status texts map as the digest says (see [`DEFAULTS`]); amount and date rules are in [`wire`];
+//! the one transition and its read-back are in [`transitions`].
 
+mod transitions;
 mod wire;
 
 use std::collections::HashMap;
@@ -30,9 +32,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan, StreamSpec};
+use super::{
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan,
+    StreamSpec, Transition, TransitionRefusal,
+};
 use crate::config::{AccountConfig, Credentials, Secret};
-use crate::domain::OrderState;
+use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
 use wire::Problem;
 
@@ -272,6 +277,29 @@ impl Marketplace for C2c {
             next: None,
             requests: 1,
         })
+    }
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        let target = transitions::parse(transition)?;
+        transitions::check_legal(target, current)
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        self.send_update(transition).await
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_back(external_id).await
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        transitions::parse(transition).is_ok_and(|target| transitions::took_effect(target, order))
     }
 }
 

@@ -564,3 +564,36 @@ async fn exchanges_with_a_stand_in_service() {
     }
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 }
+
+#[tokio::test]
+async fn transitions_are_refused_because_the_service_is_pull_only() {
+    use crate::marketplace::{Transition, TransitionRefusal};
+
+    // Nothing listens here: no transition may reach the network.
+    let account = account("http://127.0.0.1:9/gittigidiyor/listingapi/ws/IndividualSaleService");
+    let http = HttpClient::new(
+        &account.http_settings(),
+        account.credentials.secret_values(),
+    )
+    .unwrap();
+    let gg = Gittigidiyor::new(&account, http, &HashMap::new());
+    let transition = Transition {
+        order_external_id: "SC-1".into(),
+        kind: "ship".into(),
+        args: serde_json::Map::new(),
+        idempotency_key: "key-1".into(),
+    };
+    assert_eq!(
+        gg.validate_transition(&transition, None),
+        Err(TransitionRefusal(
+            "this marketplace documents no state-changing operation: it is pull-only".into()
+        ))
+    );
+    let error = gg.apply_transition(&transition).await.unwrap_err();
+    assert!(
+        matches!(&error, MarketplaceError::Rejected { status: None, message, .. }
+            if message == "this marketplace documents no state-changing operation"),
+        "{error:?}"
+    );
+    assert_eq!(gg.fetch_order("SC-1").await.unwrap(), None);
+}

@@ -15,8 +15,10 @@
 //! `Order.raw` is `{"order", "items", "shipping_address", "billing_address"[, "cancellation_plans"]}`,
 //! each exactly as received. Amounts are the API's decimal strings (or numbers) read from their
 //! literal text; `amount` is the order total. Statuses are the documented codes read as text and
-//! mapped with the digest's table; new codes map to `unknown`.
+//! mapped with the digest's table; new codes map to `unknown`. The one transition (rejecting an
+//! item) and reading one order back are in [`transitions`].
 
+mod transitions;
 mod wire;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -32,9 +34,12 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
-use super::{Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan, StreamSpec};
+use super::{
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan,
+    StreamSpec, Transition, TransitionRefusal,
+};
 use crate::config::{AccountConfig, Credentials};
-use crate::domain::OrderState;
+use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
 use wire::{AddressRef, Assembled, BodyError, FetchedAddress, ListPage, WireAddress, WireItem};
 use wire::{WireOrder, WirePlan};
@@ -101,12 +106,31 @@ impl I1 {
             .map(|raw| wire::parse::<WireOrder>(&raw).map(|order| (raw, order)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|reason| self.malformed(&what, format!("an order: {reason}"), &body))?;
+        let orders = self
+            .complete(&what, orders, &body, request.page_size, requests)
+            .await?;
+        Ok(Page {
+            orders,
+            next,
+            requests: counter.load(Ordering::Relaxed),
+        })
+    }
 
+    /// Fetches what `orders` (read from `body`, a response to `what`) need to become complete
+    /// domain orders: their items, addresses and, where worth it, cancellation plans.
+    async fn complete(
+        &self,
+        what: &str,
+        orders: Vec<(Value, WireOrder)>,
+        body: &[u8],
+        page_size: u32,
+        requests: &AtomicU32,
+    ) -> Result<Vec<Order>, MarketplaceError> {
         // The futures are collected before streaming them: a stream over a borrowing closure trips
         // the compiler's `Send` check of the `async_trait` future.
         let items_requests: Vec<_> = orders
             .iter()
-            .map(|(_, order)| self.items_of(order, request.page_size, requests))
+            .map(|(_, order)| self.items_of(order, page_size, requests))
             .collect();
         let items: Vec<Vec<(Value, WireItem)>> = futures::stream::iter(items_requests)
             .buffered(RELATED_CONCURRENCY)
@@ -138,9 +162,7 @@ impl I1 {
                 let wanted = order.may_have_cancellation_plans(items);
                 async move {
                     if wanted {
-                        self.plans_of(order, request.page_size, requests)
-                            .await
-                            .map(Some)
+                        self.plans_of(order, page_size, requests).await.map(Some)
                     } else {
                         Ok(None)
                     }
@@ -155,11 +177,11 @@ impl I1 {
         let mut embedded: Vec<[Option<FetchedAddress>; 2]> = Vec::with_capacity(orders.len());
         for (_, order) in &orders {
             embedded.push([
-                self.embedded(&what, order.shipping_ref(), &body)?,
-                self.embedded(&what, order.billing_ref(), &body)?,
+                self.embedded(what, order.shipping_ref(), body)?,
+                self.embedded(what, order.billing_ref(), body)?,
             ]);
         }
-        let orders = orders
+        Ok(orders
             .into_iter()
             .zip(items)
             .zip(plans)
@@ -179,12 +201,7 @@ impl I1 {
                     .into_order(&self.statuses)
                 },
             )
-            .collect();
-        Ok(Page {
-            orders,
-            next,
-            requests: counter.load(Ordering::Relaxed),
-        })
+            .collect())
     }
 
     /// The items of one order, every page of them.
@@ -373,6 +390,29 @@ impl Marketplace for I1 {
                 message: "i1 has no such stream".to_owned(),
             }),
         }
+    }
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        let item_id = transitions::parse(transition)?;
+        transitions::check_legal(&item_id, current)
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        self.send_reject(transition).await
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_back(external_id).await
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        transitions::parse(transition).is_ok_and(|item| transitions::took_effect(&item, order))
     }
 }
 

@@ -357,7 +357,7 @@ fn status_state(statuses: &StatusMap, code: Option<&str>) -> OrderState {
     code.map_or(OrderState::Unknown, |c| statuses.map(c))
 }
 
-fn is_uuid(s: &str) -> bool {
+pub(super) fn is_uuid(s: &str) -> bool {
     s.len() == 36
         && s.char_indices().all(|(i, c)| match i {
             8 | 13 | 18 | 23 => c == '-',

@@ -9,7 +9,9 @@
 //! Every order arrives complete (lines, addresses, shipment) in the list, so a page is one request.
 //! `Order.raw` is the listed order exactly as received. The mapping rules (totals, quantities,
 //! packages) are on [`wire::into_order`]; payload dates in either documented format are Istanbul time.
+//! Transitions (status, delete, invoice link) and reading one order back are in [`transitions`].
 
+mod transitions;
 mod wire;
 
 use std::collections::HashMap;
@@ -21,9 +23,12 @@ use reqwest::Method;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use url::Url;
 
-use super::{Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan, StreamSpec};
+use super::{
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan,
+    StreamSpec, Transition, TransitionRefusal,
+};
 use crate::config::{AccountConfig, Credentials};
-use crate::domain::OrderState;
+use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
 use wire::BodyError;
 
@@ -142,6 +147,29 @@ impl Marketplace for Labs {
                 message: "labs has no such stream".to_owned(),
             }),
         }
+    }
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        let action = transitions::parse(transition)?;
+        transitions::check_legal(&action, current)
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        self.send_action(transition).await
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_back(external_id).await
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        transitions::parse(transition).is_ok_and(|action| transitions::took_effect(&action, order))
     }
 }
 
