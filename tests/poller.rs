@@ -29,7 +29,12 @@ fn same_status(api: Api, sandbox: &str, code: &Option<String>, text: &Option<Str
     match api {
         // allesgo has no order status: both sides list the distinct package codes.
         Api::Allesgo => {
-            let set = |s: &str| s.split(',').map(str::trim).map(str::to_owned).collect::<BTreeSet<_>>();
+            let set = |s: &str| {
+                s.split(',')
+                    .map(str::trim)
+                    .map(str::to_owned)
+                    .collect::<BTreeSet<_>>()
+            };
             code.as_deref().is_some_and(|c| set(c) == set(sandbox))
         }
         _ => code.as_deref() == Some(sandbox) || text.as_deref() == Some(sandbox),
@@ -46,7 +51,10 @@ async fn assert_in_step(env: &SyncEnv, api: Api) {
         match db.get(&order.external_id) {
             None => panic!("{api}: order {} missing", order.external_id),
             Some((code, text)) if !same_status(api, &order.status, code, text) => {
-                stale.push(format!("{} sandbox={} db={code:?}/{text:?}", order.external_id, order.status))
+                stale.push(format!(
+                    "{} sandbox={} db={code:?}/{text:?}",
+                    order.external_id, order.status
+                ))
             }
             Some(_) => {}
         }
@@ -66,6 +74,14 @@ fn assert_succeeded(api: Api, reports: &[StreamReport]) {
     }
 }
 
+/// 10,000 orders per marketplace, as the acceptance asks; `ORDERSYNC_TEST_ORDERS` lowers it for quick runs.
+fn orders_for_full_sync() -> usize {
+    std::env::var("ORDERSYNC_TEST_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
 async fn full_then_incremental(api: Api, orders: usize, changes: usize) {
     let mut env = SyncEnv::start(orders).await;
     let account = env.account(api);
@@ -79,13 +95,19 @@ async fn full_then_incremental(api: Api, orders: usize, changes: usize) {
         .fetch_one(&env.db.pool)
         .await
         .unwrap();
-    assert!(lines >= orders as i64, "{api}: every order comes with its lines ({lines})");
+    assert!(
+        lines >= orders as i64,
+        "{api}: every order comes with its lines ({lines})"
+    );
 
     // A second run with nothing changed rewrites nothing.
     env.sandbox.clear_audit();
     let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
     assert_succeeded(api, &reports);
-    let written: u32 = reports.iter().map(|r| r.totals.counts.inserted + r.totals.counts.updated).sum();
+    let written: u32 = reports
+        .iter()
+        .map(|r| r.totals.counts.inserted + r.totals.counts.updated)
+        .sum();
     assert_eq!(written, 0, "{api}: an unchanged run wrote orders");
     let quiet_requests = env.sandbox.audit().len();
 
@@ -108,6 +130,243 @@ async fn full_then_incremental(api: Api, orders: usize, changes: usize) {
     assert_in_step(&env, api).await;
 }
 
+/// Cursor values by stream for the account of `api`.
+async fn cursors(env: &SyncEnv, api: Api) -> HashMap<String, chrono::DateTime<chrono::Utc>> {
+    sqlx::query_as::<_, (String, chrono::DateTime<chrono::Utc>)>(
+        "select stream, value from sync_cursors where account_id = $1",
+    )
+    .bind(env.accounts[api.name()])
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+async fn changes_while_paging(api: Api) {
+    let mut env = SyncEnv::start(300).await;
+    let mut account = env.account(api);
+    account.page_size = 20;
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    let token = CancellationToken::new();
+    env.sandbox.change_while_paging(api, 2, 10);
+    let first = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    assert_succeeded(api, &first);
+    // Whatever changed behind the first run's back is found by the next one.
+    let second = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    assert_succeeded(api, &second);
+    assert_in_step(&env, api).await;
+}
+
+async fn killed_mid_run(api: Api) {
+    let mut env = SyncEnv::start(400).await;
+    let mut account = env.account(api);
+    account.page_size = 20;
+    let settings = ordersync::poller::PollSettings {
+        lease_ttl: std::time::Duration::from_secs(60),
+        ..fast_retries()
+    };
+    let first = std::sync::Arc::new(env.poller(&account, "replica-a", settings.clone()).await);
+    env.sandbox.set_faults(
+        api,
+        ordersync::sandbox::faults::FaultPlan {
+            slow_rate: 1.0,
+            slow_delay: std::time::Duration::from_millis(30),
+            ..Default::default()
+        },
+    );
+    let running = {
+        let first = first.clone();
+        tokio::spawn(async move {
+            first
+                .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+                .await
+        })
+    };
+    // Kill the run once some pages are committed.
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+        if n > 0 || running.is_finished() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{api}: no page committed"
+        );
+        tokio::task::yield_now().await;
+    }
+    running.abort();
+    let _ = running.await;
+    env.sandbox.set_faults(api, Default::default());
+    // The cursor never runs ahead of the data: every order the sandbox changed before the cursor is stored.
+    let stored_ids = stored(&env, api).await;
+    for (stream, cursor) in cursors(&env, api).await {
+        assert!(
+            cursor <= chrono::Utc::now(),
+            "{api} {stream}: cursor in the future"
+        );
+    }
+    assert!(stored_ids.len() <= 400);
+    // The dead replica's lease expires; a new replica takes over and completes with nothing missing.
+    sqlx::query("update sync_leases set expires_at = now() - interval '1 second'")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    let second = env.poller(&account, "replica-b", settings).await;
+    let reports = second
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    assert_succeeded(api, &reports);
+    assert_in_step(&env, api).await;
+}
+
+async fn transient_failures_are_retried(api: Api) {
+    use ordersync::sandbox::faults::{Fault, FaultPlan};
+    let mut env = SyncEnv::start(100).await;
+    let account = env.account(api);
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    env.sandbox.set_faults(
+        api,
+        FaultPlan {
+            script: [
+                Fault::ServerError,
+                Fault::RateLimited {
+                    retry_after_secs: 1,
+                },
+                Fault::ServerError,
+            ]
+            .into(),
+            ..Default::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let reports = poller
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    assert_succeeded(api, &reports);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "{api}: Retry-After was not honoured"
+    );
+    let faults = env
+        .sandbox
+        .audit()
+        .iter()
+        .filter(|e| e.fault.is_some())
+        .count();
+    assert_eq!(faults, 3, "{api}: the scripted faults were served");
+    assert_in_step(&env, api).await;
+}
+
+async fn malformed_page_fails_cleanly(api: Api) {
+    use ordersync::sandbox::faults::{Fault, FaultPlan};
+    let mut env = SyncEnv::start(100).await;
+    let account = env.account(api);
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    let token = CancellationToken::new();
+    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+    let before = cursors(&env, api).await;
+    env.sandbox.change_orders(api, 5);
+    env.sandbox.set_faults(
+        api,
+        FaultPlan {
+            script: [Fault::Malformed].into(),
+            ..Default::default()
+        },
+    );
+    let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    let failed: Vec<&StreamReport> = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, StreamOutcome::Failed(_)))
+        .collect();
+    assert_eq!(failed.len(), 1, "{api}: {reports:?}");
+    let StreamOutcome::Failed(error) = &failed[0].outcome else {
+        unreachable!()
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains(api.name()) && message.contains("malformed"),
+        "{api}: {message}"
+    );
+    let after = cursors(&env, api).await;
+    assert_eq!(
+        after.get(failed[0].stream),
+        before.get(failed[0].stream),
+        "{api}: cursor moved"
+    );
+    let (request, raw_body): (String, String) =
+        sqlx::query_as("select request, raw_body from payload_errors")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(!request.is_empty() && !raw_body.is_empty());
+    let (outcome, error): (String, Option<String>) = sqlx::query_as(
+        "select outcome, error from sync_runs where outcome <> 'succeeded' order by id desc limit 1",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "failed");
+    assert!(error.unwrap_or_default().contains("malformed"));
+}
+
+async fn two_engines_never_poll_a_stream_together(api: Api) {
+    let mut env = SyncEnv::start(200).await;
+    let mut account = env.account(api);
+    account.page_size = 20;
+    let a = env.poller(&account, "replica-a", fast_retries()).await;
+    let b = env.poller(&account, "replica-b", fast_retries()).await;
+    env.sandbox.set_faults(
+        api,
+        ordersync::sandbox::faults::FaultPlan {
+            slow_rate: 1.0,
+            slow_delay: std::time::Duration::from_millis(40),
+            ..Default::default()
+        },
+    );
+    let token = CancellationToken::new();
+    let (ra, rb) = tokio::join!(
+        a.poll(RunMode::Live, &token, &NoProgress),
+        b.poll(RunMode::Live, &token, &NoProgress)
+    );
+    // Both started on the first stream at once: exactly one of them polled it.
+    let first = [&ra[0].outcome, &rb[0].outcome];
+    assert_eq!(
+        first
+            .iter()
+            .filter(|o| matches!(o, StreamOutcome::Busy))
+            .count(),
+        1,
+        "{api}: {first:?}"
+    );
+    // And no stream was ever polled by both at the same time.
+    let runs: Vec<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = sqlx::query_as(
+        "select stream, started_at, finished_at from sync_runs order by stream, started_at",
+    )
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    for pair in runs.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            assert!(
+                pair[1].1 >= pair[0].2,
+                "{api}: runs of stream {} overlap: {pair:?}",
+                pair[0].0
+            );
+        }
+    }
+    assert!(runs.iter().all(|r| r.2 >= r.1));
+    assert_in_step(&env, api).await;
+}
+
 macro_rules! marketplace_tests {
     ($($name:ident => $api:expr),* $(,)?) => {
         $(
@@ -116,7 +375,32 @@ macro_rules! marketplace_tests {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn full_sync_then_incremental() {
-                    full_then_incremental($api, 300, 7).await;
+                    full_then_incremental($api, orders_for_full_sync(), 7).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn changes_while_paging_are_picked_up() {
+                    changes_while_paging($api).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_killed_run_loses_nothing() {
+                    killed_mid_run($api).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn transient_failures_are_retried_honouring_retry_after() {
+                    transient_failures_are_retried($api).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_malformed_page_fails_the_run_and_keeps_the_cursor() {
+                    malformed_page_fails_cleanly($api).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn two_engines_do_not_poll_the_same_stream() {
+                    two_engines_never_poll_a_stream_together($api).await;
                 }
             }
         )*

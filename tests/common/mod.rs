@@ -168,18 +168,24 @@ impl SyncEnv {
         holder: &str,
         settings: ordersync::poller::PollSettings,
     ) -> ordersync::poller::AccountPoller {
-        let ids = ordersync::store::accounts::sync_with_config(&self.db.pool, std::slice::from_ref(account))
-            .await
-            .expect("accounts");
+        let ids = ordersync::store::accounts::sync_with_config(
+            &self.db.pool,
+            std::slice::from_ref(account),
+        )
+        .await
+        .expect("accounts");
         self.accounts.extend(ids.clone());
         let http = ordersync::http::HttpClient::new(
             &account.http_settings(),
             account.credentials.secret_values(),
         )
         .expect("http client");
-        let marketplace: std::sync::Arc<dyn ordersync::marketplace::Marketplace> = std::sync::Arc::from(
-            ordersync::marketplace::build(account, http, &Default::default()),
-        );
+        let marketplace: std::sync::Arc<dyn ordersync::marketplace::Marketplace> =
+            std::sync::Arc::from(ordersync::marketplace::build(
+                account,
+                http,
+                &Default::default(),
+            ));
         ordersync::poller::AccountPoller::new(
             self.db.pool.clone(),
             ids[&account.name],
