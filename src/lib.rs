@@ -16,5 +16,6 @@ pub mod http;
 pub mod marketplace;
 pub mod poller;
 pub mod progress;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
