@@ -6,6 +6,10 @@
 //! - [`domain`]: marketplaces, canonical order states, the normalized order.
 //! - [`http`]: the shared HTTP client, failure classification, redaction.
 //! - [`marketplace`]: the adapter trait and one module per marketplace.
+//! - [`store`]: the PostgreSQL schema and plain functions over it.
+//! - [`poller`]: a poll run of one account; [`daemon`] schedules them.
+//! - [`outbox`]: queued order transitions and the worker that pushes them to the marketplaces.
+//! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos.
 
 pub mod cli;
 pub mod config;
@@ -14,6 +18,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod marketplace;
+pub mod outbox;
 pub mod poller;
 pub mod progress;
 pub mod sandbox;
