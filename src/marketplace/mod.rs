@@ -15,6 +15,7 @@ use crate::domain::{MarketplaceKind, Order, OrderState};
 use crate::http::HttpClient;
 
 pub mod allesgo;
+mod args;
 pub mod c2c;
 pub mod gittigidiyor;
 pub mod i1;

@@ -9,6 +9,7 @@
 //! - stream `updates`: one window; `updates_only=1&days=N` with `N = ⌈(to − from) in days⌉ + 1`, since
 //!   allesgo counts `days` back from now and the window ends at about now.
 //! - [`Marketplace::status_catalog`]: `GET {base_url}/v1.0/order/status-codes`.
+//! - transitions and their read-back: see [`transitions`].
 //!
 //! The token travels as the `access_token` query parameter, so every request URL is secret-bearing:
 //! URLs are never logged, put into errors (the shared client drops them) or returned. Statuses live on
@@ -16,6 +17,7 @@
 //! Amount and date rules are in [`wire`].
 
 mod state;
+mod transitions;
 mod wire;
 
 use std::collections::HashMap;
@@ -27,10 +29,11 @@ use reqwest::Method;
 use url::Url;
 
 use super::{
-    Marketplace, MarketplaceError, Page, PageRequest, StatusDescription, StreamPlan, StreamSpec,
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusDescription,
+    StreamPlan, StreamSpec, Transition, TransitionRefusal,
 };
 use crate::config::{AccountConfig, Credentials, Secret};
-use crate::domain::OrderState;
+use crate::domain::{Order, OrderState};
 use crate::http::{HttpClient, HttpResponse};
 use state::Statuses;
 use wire::Problem;
@@ -186,6 +189,30 @@ impl Marketplace for Allesgo {
         let url = endpoint(&self.base_url, &["v1.0", "order", "status-codes"]);
         let response = self.get(what, url, auth).await?;
         wire::parse_status_codes(&response.body).map_err(|p| self.problem(what, p, &response.body))
+    }
+
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        let action = transitions::parse(transition)?;
+        transitions::check_legal(&action, current)
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        self.send_action(transition).await
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_back(external_id).await
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        transitions::parse(transition).is_ok_and(|action| transitions::took_effect(&action, order))
     }
 }
 

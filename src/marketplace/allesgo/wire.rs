@@ -138,6 +138,12 @@ pub(super) fn parse_status_codes(body: &[u8]) -> Result<Vec<StatusDescription>, 
         .collect()
 }
 
+/// The outcome of an action's 200 response (`POST /v1.0/order/{action}/store/…`): `{"data": {…}}`
+/// is done; `data.success: false` or an `error` member is the API refusing it, with its message.
+pub(super) fn action_result(body: &[u8]) -> Result<(), Problem> {
+    envelope_data(body).map(|_| ())
+}
+
 /// The API's own message in an error body, for 4xx responses.
 pub(super) fn api_message(body: &[u8]) -> Option<String> {
     match serde_json::from_slice::<Value>(body).ok()? {
