@@ -1,0 +1,806 @@
+//! The outbox's guarantees, against a real PostgreSQL: the worker's mechanics with an in-memory marketplace
+//! whose failures are scripted (ordering, leases and fencing, retry, read-back, validation of SQL rows, no
+//! secrets), and the real adapters against the HTTP sandbox (every kind once in effect, injected 5xx,
+//! refusals with the API's message).
+//!
+//! Tests never sleep to wait for work: they drive the worker with `run_once`, or wait on a notification.
+//! Where time must pass (a backoff, a lease expiry) the test moves the row's clock in SQL instead.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ordersync::domain::{MarketplaceKind, Order, OrderState, RawStatus};
+use ordersync::marketplace::{
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StreamSpec, Transition,
+    TransitionRefusal,
+};
+use ordersync::outbox::worker::WorkerAccount;
+use ordersync::outbox::{
+    self, EnqueueRequest, Enqueued, OutboxError, OutboxSettings, OutboxWorker, Outcome,
+};
+use ordersync::store::outbox::{self as store_outbox, OperatorAction, Resolution};
+use ordersync::store::accounts;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "fake-secret-token-0123";
+
+/// What the fake does on the next send.
+#[derive(Debug, Clone, PartialEq)]
+enum Script {
+    Transient { retry_after: Option<Duration> },
+    Reject(&'static str),
+    /// Times out after sending: applied or not.
+    Ambiguous { applied: bool },
+    /// Applies the transition, then never answers (the worker is killed while waiting).
+    ApplyAndHang,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Per order, the idempotency keys applied, in order.
+    applied: HashMap<String, Vec<String>>,
+    script: VecDeque<Script>,
+    sends: usize,
+    in_flight_keys: HashMap<String, usize>,
+    in_flight_orders: HashMap<String, usize>,
+    /// The most sends of one transition, and of one order, in flight at once.
+    max_same_key: usize,
+    max_same_order: usize,
+    cancelled_orders: Vec<String>,
+}
+
+/// An in-memory marketplace with one kind, `step` (argument `n`, digits), read-back and scripted failures.
+#[derive(Default)]
+struct Fake {
+    state: Mutex<FakeState>,
+    /// Raised when a send has been applied and hangs.
+    applied_signal: Notify,
+    /// Raised on every read of an order (a worker reads the order after each success).
+    read_signal: Notify,
+}
+
+impl Fake {
+    fn script(&self, steps: impl IntoIterator<Item = Script>) {
+        self.state.lock().unwrap().script.extend(steps);
+    }
+    fn applied(&self, order: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .applied
+            .get(order)
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn sends(&self) -> usize {
+        self.state.lock().unwrap().sends
+    }
+    fn order(&self, external_id: &str) -> Order {
+        let state = self.state.lock().unwrap();
+        let keys = state.applied.get(external_id).cloned().unwrap_or_default();
+        Order {
+            external_id: external_id.to_owned(),
+            order_number: None,
+            state: if state.cancelled_orders.iter().any(|o| o == external_id) {
+                OrderState::Cancelled
+            } else {
+                OrderState::Approved
+            },
+            status: RawStatus {
+                code: Some(keys.len().to_string()),
+                text: None,
+            },
+            total_amount: None,
+            shipping_amount: None,
+            currency: None,
+            customer_name: None,
+            customer_email: None,
+            shipping_city: None,
+            placed_at: None,
+            source_updated_at: None,
+            lines: Vec::new(),
+            packages: Vec::new(),
+            raw: serde_json::json!({ "applied": keys }),
+        }
+    }
+}
+
+#[async_trait]
+impl Marketplace for Fake {
+    fn streams(&self) -> Vec<StreamSpec> {
+        Vec::new()
+    }
+
+    async fn fetch_page(&self, _: &str, _: &PageRequest) -> Result<Page, MarketplaceError> {
+        Ok(Page {
+            orders: Vec::new(),
+            next: None,
+            requests: 0,
+        })
+    }
+
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        if transition.kind != "step" {
+            return Err(TransitionRefusal(format!(
+                "the fake has no transition `{}` (it knows: step)",
+                transition.kind
+            )));
+        }
+        match transition.args.get("n").and_then(|n| n.as_str()) {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => {
+                return Err(TransitionRefusal(
+                    "`step` needs the argument `n` (digits)".into(),
+                ));
+            }
+        }
+        if current.is_some_and(|o| o.state == OrderState::Cancelled) {
+            return Err(TransitionRefusal(format!(
+                "order `{}` is cancelled",
+                transition.order_external_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        let key = transition.idempotency_key.clone();
+        let order = transition.order_external_id.clone();
+        let script = {
+            let mut s = self.state.lock().unwrap();
+            s.sends += 1;
+            let same_key = {
+                let n = s.in_flight_keys.entry(key.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let same_order = {
+                let n = s.in_flight_orders.entry(order.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            s.max_same_key = s.max_same_key.max(same_key);
+            s.max_same_order = s.max_same_order.max(same_order);
+            s.script.pop_front()
+        };
+        // Let other workers run while this send is "on the wire".
+        tokio::task::yield_now().await;
+        let apply = |fake: &Fake| {
+            let mut s = fake.state.lock().unwrap();
+            s.applied.entry(order.clone()).or_default().push(key.clone());
+        };
+        let done = |fake: &Fake| {
+            let mut s = fake.state.lock().unwrap();
+            *s.in_flight_keys.get_mut(&key).unwrap() -= 1;
+            *s.in_flight_orders.get_mut(&order).unwrap() -= 1;
+        };
+        let what = format!("POST /step/{order}?token={SECRET}");
+        let result = match script {
+            None => {
+                apply(self);
+                Ok(AppliedTransition {
+                    request_summary: what,
+                    http_status: 200,
+                    response_excerpt: format!("{{\"ok\":true,\"echo\":\"{SECRET}\"}}"),
+                })
+            }
+            Some(Script::Transient { retry_after }) => Err(MarketplaceError::Transient {
+                what,
+                detail: "HTTP 503: Service Unavailable".into(),
+                retry_after,
+                ambiguous: false,
+            }),
+            Some(Script::Reject(message)) => Err(MarketplaceError::Rejected {
+                what,
+                status: Some(400),
+                message: format!("{message} (token {SECRET})"),
+            }),
+            Some(Script::Ambiguous { applied }) => {
+                if applied {
+                    apply(self);
+                }
+                Err(MarketplaceError::Transient {
+                    what,
+                    detail: "timed out: operation timed out".into(),
+                    retry_after: None,
+                    ambiguous: true,
+                })
+            }
+            Some(Script::ApplyAndHang) => {
+                apply(self);
+                self.applied_signal.notify_one();
+                std::future::pending::<()>().await;
+                unreachable!("a pending future never completes")
+            }
+        };
+        done(self);
+        result
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_signal.notify_one();
+        Ok(Some(self.order(external_id)))
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        order.raw["applied"]
+            .as_array()
+            .is_some_and(|keys| keys.iter().any(|k| k == &transition.idempotency_key))
+    }
+}
+
+struct Setup {
+    db: common::TestDb,
+    account_id: i64,
+    fake: Arc<Fake>,
+}
+
+async fn setup() -> Setup {
+    let db = common::test_db().await;
+    let ids = accounts::sync_with_config(
+        &db.pool,
+        &[common::account(
+            "shop",
+            MarketplaceKind::Labs,
+            "http://127.0.0.1:1/v1",
+        )],
+    )
+    .await
+    .unwrap();
+    Setup {
+        db,
+        account_id: ids["shop"],
+        fake: Arc::new(Fake::default()),
+    }
+}
+
+fn fast() -> OutboxSettings {
+    OutboxSettings {
+        min_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+        ..OutboxSettings::default()
+    }
+}
+
+impl Setup {
+    fn worker(&self, owner: &str, settings: OutboxSettings) -> OutboxWorker {
+        OutboxWorker::new(
+            self.db.pool.clone(),
+            WorkerAccount {
+                account_id: self.account_id,
+                name: "shop".into(),
+                kind: MarketplaceKind::Labs,
+                marketplace: self.fake.clone(),
+                secrets: vec![SECRET.to_owned()],
+            },
+            owner.to_owned(),
+            settings,
+            None,
+        )
+    }
+
+    async fn enqueue(&self, order: &str, n: u32, max_attempts: i32) -> Result<Enqueued, OutboxError> {
+        let mut args = serde_json::Map::new();
+        args.insert("n".into(), serde_json::json!(n.to_string()));
+        outbox::enqueue(
+            &self.db.pool,
+            self.fake.as_ref(),
+            &EnqueueRequest {
+                account_id: self.account_id,
+                transition: Transition {
+                    order_external_id: order.into(),
+                    kind: "step".into(),
+                    args,
+                    idempotency_key: format!("{order}-{n}"),
+                },
+                max_attempts,
+                queued_by: "test".into(),
+            },
+        )
+        .await
+    }
+}
+
+async fn row(pool: &PgPool, id: i64) -> store_outbox::OutboxRow {
+    store_outbox::get(pool, id).await.unwrap().unwrap()
+}
+
+/// Time passes for the outbox: every scheduled attempt and every lease falls due now.
+async fn make_due(pool: &PgPool) {
+    sqlx::query(
+        "update outbox set
+            next_attempt_at = case when next_attempt_at is not null then now() - interval '1 second' end,
+            lease_expires_at = case when lease_expires_at is not null then now() - interval '1 second' end",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn transitions_run_in_order_per_order_and_once_with_many_workers() {
+    let s = setup().await;
+    let orders: Vec<String> = (0..12).map(|i| format!("O{i}")).collect();
+    for n in 0..5 {
+        for order in &orders {
+            s.enqueue(order, n, 10).await.unwrap();
+        }
+    }
+    // Every fourth send fails transiently: retries must not break the order.
+    s.fake
+        .script((0..15).map(|_| Script::Transient { retry_after: None }));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let worker = s.worker(&format!("worker-{w}"), fast());
+        let pool = s.db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut handled = 0;
+            loop {
+                match worker.run_once().await.unwrap() {
+                    Some(_) => handled += 1,
+                    None => {
+                        let open: i64 = sqlx::query_scalar(
+                            "select count(*) from outbox where state not in ('succeeded')",
+                        )
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                        if open == 0 {
+                            return handled;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    assert_eq!(total, 60 + 15, "each transition once, plus one claim per injected failure");
+    for order in &orders {
+        let expected: Vec<String> = (0..5).map(|n| format!("{order}-{n}")).collect();
+        assert_eq!(s.fake.applied(order), expected, "order {order}");
+    }
+    let state = s.fake.state.lock().unwrap();
+    assert_eq!(state.max_same_key, 1, "a transition was sent twice at once");
+    assert_eq!(state.max_same_order, 1, "two transitions of one order were in flight at once");
+}
+
+#[tokio::test]
+async fn transient_failures_back_off_honour_retry_after_and_end_dead() {
+    let s = setup().await;
+    let worker = s.worker("w", OutboxSettings::default());
+    let id = s.enqueue("A", 1, 3).await.unwrap().id;
+    s.fake.script([
+        Script::Transient { retry_after: None },
+        Script::Transient {
+            retry_after: Some(Duration::from_secs(600)),
+        },
+        Script::Transient { retry_after: None },
+    ]);
+
+    let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected a retry");
+    };
+    assert!(delay >= Duration::from_secs(5) && delay <= Duration::from_secs(10), "{delay:?}");
+    let r = row(&s.db.pool, id).await;
+    assert_eq!(r.state, "pending");
+    let wait = r.next_attempt_at.unwrap() - chrono::Utc::now();
+    assert!(wait > chrono::TimeDelta::seconds(4), "the schedule is persisted: {wait}");
+    assert_eq!(worker.run_once().await.unwrap(), None, "not due yet");
+
+    make_due(&s.db.pool).await;
+    let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected a retry");
+    };
+    assert!(delay >= Duration::from_secs(600), "Retry-After honoured: {delay:?}");
+
+    make_due(&s.db.pool).await;
+    let Some(Outcome::Dead { error, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected dead");
+    };
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    let r = row(&s.db.pool, id).await;
+    assert_eq!((r.state.as_str(), r.attempts), ("dead", 3));
+    assert!(r.finished_at.is_some());
+    assert_eq!(s.fake.sends(), 3);
+    let dead: i64 = sqlx::query_scalar("select count(*) from outbox_dead")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+
+    // An operator retries: a fresh budget, sent now.
+    assert_eq!(
+        store_outbox::retry(&s.db.pool, id).await.unwrap(),
+        OperatorAction::Done
+    );
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"]);
+    let attempts = store_outbox::attempts(&s.db.pool, id).await.unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert_eq!(attempts[0].http_status, Some(503));
+    assert_eq!(attempts[3].outcome, "succeeded");
+}
+
+#[tokio::test]
+async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let first = s.enqueue("A", 1, 10).await.unwrap().id;
+    let second = s.enqueue("A", 2, 10).await.unwrap().id;
+    let other = s.enqueue("B", 1, 10).await.unwrap().id;
+    s.fake.script([Script::Reject("package 77 is already shipped")]);
+
+    let Some(Outcome::Failed { id, error }) = worker.run_once().await.unwrap() else {
+        panic!("expected a failure");
+    };
+    assert_eq!(id, first);
+    assert!(error.contains("package 77 is already shipped"), "{error}");
+    let r = row(&s.db.pool, first).await;
+    assert_eq!(r.state, "failed");
+    assert!(r.last_error.unwrap().contains("package 77 is already shipped"));
+
+    // The other order proceeds; the blocked one does not, and nothing is retried.
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: other })
+    );
+    assert_eq!(worker.run_once().await.unwrap(), None);
+    assert_eq!(s.fake.sends(), 2);
+    let blocked: (String, i64, i64) = sqlx::query_as(
+        "select order_external_id, blocking_id, waiting from outbox_blocked_orders",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(blocked, ("A".to_owned(), first, 1));
+
+    // Cancel what cannot be cancelled, then what can.
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, other).await.unwrap(),
+        OperatorAction::NotAllowed {
+            state: "succeeded".into()
+        }
+    );
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, 9999).await.unwrap(),
+        OperatorAction::NotFound
+    );
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, first).await.unwrap(),
+        OperatorAction::Done
+    );
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: second })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-2"]);
+}
+
+#[tokio::test]
+async fn an_ambiguous_send_is_read_back_instead_of_sent_blindly() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let took = s.enqueue("A", 1, 10).await.unwrap().id;
+    let lost = s.enqueue("B", 1, 10).await.unwrap().id;
+    s.fake.script([
+        Script::Ambiguous { applied: true },
+        Script::Ambiguous { applied: false },
+    ]);
+
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Confirmed { id: took })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "not sent twice");
+    let outcomes: Vec<String> = store_outbox::attempts(&s.db.pool, took)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{}:{}", a.action, a.outcome))
+        .collect();
+    assert_eq!(outcomes, ["send:ambiguous", "read_back:took_effect"]);
+
+    assert!(matches!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Retrying { id, .. }) if id == lost
+    ));
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: lost })
+    );
+    assert_eq!(s.fake.applied("B"), vec!["B-1"]);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_flight_is_taken_over_after_its_lease_and_applied_once() {
+    let s = setup().await;
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    s.fake.script([Script::ApplyAndHang]);
+    let doomed = s.worker("doomed", fast());
+    let task = tokio::spawn(async move { doomed.run_once().await });
+    s.fake.applied_signal.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    let rescuer = s.worker("rescuer", fast());
+    assert_eq!(rescuer.run_once().await.unwrap(), None, "the lease still holds");
+    let r = row(&s.db.pool, id).await;
+    assert_eq!(
+        (r.state.as_str(), r.lease_owner.as_deref()),
+        ("running", Some("doomed"))
+    );
+
+    make_due(&s.db.pool).await;
+    assert_eq!(
+        rescuer.run_once().await.unwrap(),
+        Some(Outcome::Confirmed { id })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "applied once in effect");
+    assert_eq!(s.fake.sends(), 1);
+    assert_eq!(row(&s.db.pool, id).await.fence, 2);
+}
+
+#[tokio::test]
+async fn completion_is_fenced_against_a_late_worker() {
+    let s = setup().await;
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    let ttl = Duration::from_secs(60);
+    let late = store_outbox::claim(&s.db.pool, s.account_id, "late", ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert!(
+        store_outbox::claim(&s.db.pool, s.account_id, "other", ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a held claim is not handed out twice"
+    );
+    make_due(&s.db.pool).await;
+    let fresh = store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(fresh[0].previous_state, "running", "taken over: read back first");
+    assert!(fresh[0].fence > late[0].fence);
+    assert!(
+        !store_outbox::resolve(
+            &s.db.pool,
+            id,
+            late[0].fence,
+            Resolution::Failed { error: "late" }
+        )
+        .await
+        .unwrap(),
+        "the late worker's outcome is refused"
+    );
+    assert!(
+        !store_outbox::extend(&s.db.pool, id, late[0].fence, ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store_outbox::resolve(&s.db.pool, id, fresh[0].fence, Resolution::Succeeded)
+            .await
+            .unwrap()
+    );
+    assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
+}
+
+#[tokio::test]
+async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
+    let s = setup().await;
+    let refused = |kind: &str, args: serde_json::Value| {
+        let s = &s;
+        let transition = Transition {
+            order_external_id: "A".into(),
+            kind: kind.into(),
+            args: args.as_object().unwrap().clone(),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+        };
+        async move {
+            outbox::enqueue(
+                &s.db.pool,
+                s.fake.as_ref(),
+                &EnqueueRequest {
+                    account_id: s.account_id,
+                    transition,
+                    max_attempts: 10,
+                    queued_by: "test".into(),
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string()
+        }
+    };
+    assert!(
+        refused("fly", serde_json::json!({}))
+            .await
+            .contains("the fake has no transition `fly`")
+    );
+    assert!(
+        refused("step", serde_json::json!({"n": "x"}))
+            .await
+            .contains("needs the argument `n`")
+    );
+
+    // The order's last known state counts: a cancelled order refuses.
+    s.fake.state.lock().unwrap().cancelled_orders.push("A".into());
+    let order = s.fake.order("A");
+    ordersync::store::orders::write_page(
+        &s.db.pool,
+        ordersync::store::orders::PageWrite {
+            account_id: s.account_id,
+            marketplace: MarketplaceKind::Labs,
+            orders: std::slice::from_ref(&order),
+            window_from: None,
+            checkpoint: None,
+            lease: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused("step", serde_json::json!({"n": "1"}))
+            .await
+            .contains("order `A` is cancelled")
+    );
+
+    let first = s.enqueue("B", 1, 10).await.unwrap();
+    assert!(first.created);
+    let again = s.enqueue("B", 1, 10).await.unwrap();
+    assert_eq!(again, Enqueued { id: first.id, created: false });
+    let count: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn rows_queued_by_sql_are_checked_by_the_worker_and_wake_it() {
+    let s = setup().await;
+    let worker = Arc::new(s.worker(
+        "w",
+        OutboxSettings {
+            // Only a notification can wake the worker within the test.
+            poll_interval: Duration::from_secs(3600),
+            ..fast()
+        },
+    ));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn(ordersync::outbox::worker::listen(
+        s.db.pool.clone(),
+        HashMap::from([(s.account_id, wake.clone())]),
+        shutdown.clone(),
+    ));
+    let running = tokio::spawn(worker.clone().run(wake, shutdown.clone()));
+
+    let mut events = sqlx::postgres::PgListener::connect_with(&s.db.pool)
+        .await
+        .unwrap();
+    events.listen("ordersync_outbox").await.unwrap();
+
+    let invalid: i64 = sqlx::query_scalar("select ordersync_enqueue('shop', 'A', 'fly', '{}')")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    let valid: i64 = sqlx::query_scalar(
+        "insert into outbox (account_id, order_external_id, kind, args)
+         values ($1, 'B', 'step', '{\"n\": \"7\"}') returning id",
+    )
+    .bind(s.account_id)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events.recv().await.unwrap().payload(),
+        s.account_id.to_string()
+    );
+
+    // The worker reads the order back after the valid row succeeded; the invalid row was claimed no later
+    // (it was queued first), and shutdown lets claimed work finish. The timeout only keeps a broken worker
+    // from hanging the test.
+    tokio::time::timeout(Duration::from_secs(30), s.fake.read_signal.notified())
+        .await
+        .expect("the worker was not woken by the notification");
+    shutdown.cancel();
+    running.await.unwrap();
+    listener.await.unwrap();
+
+    let r = row(&s.db.pool, invalid).await;
+    assert_eq!(r.state, "failed");
+    assert!(
+        r.last_error
+            .unwrap()
+            .contains("invalid transition: the fake has no transition `fly`")
+    );
+    assert_eq!(row(&s.db.pool, valid).await.state, "succeeded");
+    assert_eq!(s.fake.applied("B"), vec![row(&s.db.pool, valid).await.idempotency_key]);
+
+    // Arguments that are not an object never get in.
+    let bad = sqlx::query(
+        "insert into outbox (account_id, order_external_id, kind, args) values ($1, 'C', 'step', '[]')",
+    )
+    .bind(s.account_id)
+    .execute(&s.db.pool)
+    .await;
+    assert!(bad.is_err());
+    // An unknown account is refused by the function.
+    let unknown = sqlx::query("select ordersync_enqueue('nobody', 'A', 'step')")
+        .execute(&s.db.pool)
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("no account named nobody"));
+}
+
+/// Collects log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_attempts_table_or_the_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    s.enqueue("A", 1, 10).await.unwrap();
+    s.enqueue("B", 1, 10).await.unwrap();
+    s.enqueue("C", 1, 10).await.unwrap();
+    s.fake.script([
+        Script::Reject("refused"),
+        Script::Transient { retry_after: None },
+    ]);
+    while worker.run_once().await.unwrap().is_some() {}
+
+    let dump: String = sqlx::query_scalar(
+        "select coalesce(string_agg(t::text, ' '), '') from (
+            select a::text as t from outbox_attempts a union all select o::text from outbox o) x",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert!(dump.contains("***"), "redacted values are recorded: {dump}");
+    assert!(!dump.contains(SECRET), "secret in the database: {dump}");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("refused"), "{logs}");
+    assert!(!logs.contains(SECRET), "secret in the logs: {logs}");
+}
