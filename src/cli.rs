@@ -151,7 +151,10 @@ pub async fn execute(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let refused = matches!(e.downcast_ref::<OutboxError>(), Some(OutboxError::Refused(_)));
+            let refused = matches!(
+                e.downcast_ref::<OutboxError>(),
+                Some(OutboxError::Refused(_))
+            );
             let code = if refused || e.downcast_ref::<ConfigError>().is_some() {
                 2
             } else {

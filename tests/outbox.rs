@@ -23,8 +23,8 @@ use ordersync::outbox::worker::WorkerAccount;
 use ordersync::outbox::{
     self, EnqueueRequest, Enqueued, OutboxError, OutboxSettings, OutboxWorker, Outcome,
 };
-use ordersync::store::outbox::{self as store_outbox, OperatorAction, Resolution};
 use ordersync::store::accounts;
+use ordersync::store::outbox::{self as store_outbox, OperatorAction, Resolution};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,10 +34,14 @@ const SECRET: &str = "fake-secret-token-0123";
 /// What the fake does on the next send.
 #[derive(Debug, Clone, PartialEq)]
 enum Script {
-    Transient { retry_after: Option<Duration> },
+    Transient {
+        retry_after: Option<Duration>,
+    },
     Reject(&'static str),
     /// Times out after sending: applied or not.
-    Ambiguous { applied: bool },
+    Ambiguous {
+        applied: bool,
+    },
     /// Applies the transition, then never answers (the worker is killed while waiting).
     ApplyAndHang,
 }
@@ -181,7 +185,10 @@ impl Marketplace for Fake {
         tokio::task::yield_now().await;
         let apply = |fake: &Fake| {
             let mut s = fake.state.lock().unwrap();
-            s.applied.entry(order.clone()).or_default().push(key.clone());
+            s.applied
+                .entry(order.clone())
+                .or_default()
+                .push(key.clone());
         };
         let done = |fake: &Fake| {
             let mut s = fake.state.lock().unwrap();
@@ -293,7 +300,12 @@ impl Setup {
         )
     }
 
-    async fn enqueue(&self, order: &str, n: u32, max_attempts: i32) -> Result<Enqueued, OutboxError> {
+    async fn enqueue(
+        &self,
+        order: &str,
+        n: u32,
+        max_attempts: i32,
+    ) -> Result<Enqueued, OutboxError> {
         let mut args = serde_json::Map::new();
         args.insert("n".into(), serde_json::json!(n.to_string()));
         outbox::enqueue(
@@ -372,14 +384,21 @@ async fn transitions_run_in_order_per_order_and_once_with_many_workers() {
     for task in tasks {
         total += task.await.unwrap();
     }
-    assert_eq!(total, 60 + 15, "each transition once, plus one claim per injected failure");
+    assert_eq!(
+        total,
+        60 + 15,
+        "each transition once, plus one claim per injected failure"
+    );
     for order in &orders {
         let expected: Vec<String> = (0..5).map(|n| format!("{order}-{n}")).collect();
         assert_eq!(s.fake.applied(order), expected, "order {order}");
     }
     let state = s.fake.state.lock().unwrap();
     assert_eq!(state.max_same_key, 1, "a transition was sent twice at once");
-    assert_eq!(state.max_same_order, 1, "two transitions of one order were in flight at once");
+    assert_eq!(
+        state.max_same_order, 1,
+        "two transitions of one order were in flight at once"
+    );
 }
 
 #[tokio::test]
@@ -398,18 +417,27 @@ async fn transient_failures_back_off_honour_retry_after_and_end_dead() {
     let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
         panic!("expected a retry");
     };
-    assert!(delay >= Duration::from_secs(5) && delay <= Duration::from_secs(10), "{delay:?}");
+    assert!(
+        delay >= Duration::from_secs(5) && delay <= Duration::from_secs(10),
+        "{delay:?}"
+    );
     let r = row(&s.db.pool, id).await;
     assert_eq!(r.state, "pending");
     let wait = r.next_attempt_at.unwrap() - chrono::Utc::now();
-    assert!(wait > chrono::TimeDelta::seconds(4), "the schedule is persisted: {wait}");
+    assert!(
+        wait > chrono::TimeDelta::seconds(4),
+        "the schedule is persisted: {wait}"
+    );
     assert_eq!(worker.run_once().await.unwrap(), None, "not due yet");
 
     make_due(&s.db.pool).await;
     let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
         panic!("expected a retry");
     };
-    assert!(delay >= Duration::from_secs(600), "Retry-After honoured: {delay:?}");
+    assert!(
+        delay >= Duration::from_secs(600),
+        "Retry-After honoured: {delay:?}"
+    );
 
     make_due(&s.db.pool).await;
     let Some(Outcome::Dead { error, .. }) = worker.run_once().await.unwrap() else {
@@ -449,7 +477,8 @@ async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled()
     let first = s.enqueue("A", 1, 10).await.unwrap().id;
     let second = s.enqueue("A", 2, 10).await.unwrap().id;
     let other = s.enqueue("B", 1, 10).await.unwrap().id;
-    s.fake.script([Script::Reject("package 77 is already shipped")]);
+    s.fake
+        .script([Script::Reject("package 77 is already shipped")]);
 
     let Some(Outcome::Failed { id, error }) = worker.run_once().await.unwrap() else {
         panic!("expected a failure");
@@ -458,7 +487,11 @@ async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled()
     assert!(error.contains("package 77 is already shipped"), "{error}");
     let r = row(&s.db.pool, first).await;
     assert_eq!(r.state, "failed");
-    assert!(r.last_error.unwrap().contains("package 77 is already shipped"));
+    assert!(
+        r.last_error
+            .unwrap()
+            .contains("package 77 is already shipped")
+    );
 
     // The other order proceeds; the blocked one does not, and nothing is retried.
     assert_eq!(
@@ -467,12 +500,11 @@ async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled()
     );
     assert_eq!(worker.run_once().await.unwrap(), None);
     assert_eq!(s.fake.sends(), 2);
-    let blocked: (String, i64, i64) = sqlx::query_as(
-        "select order_external_id, blocking_id, waiting from outbox_blocked_orders",
-    )
-    .fetch_one(&s.db.pool)
-    .await
-    .unwrap();
+    let blocked: (String, i64, i64) =
+        sqlx::query_as("select order_external_id, blocking_id, waiting from outbox_blocked_orders")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
     assert_eq!(blocked, ("A".to_owned(), first, 1));
 
     // Cancel what cannot be cancelled, then what can.
@@ -544,7 +576,11 @@ async fn a_worker_killed_mid_flight_is_taken_over_after_its_lease_and_applied_on
     assert!(task.await.unwrap_err().is_cancelled());
 
     let rescuer = s.worker("rescuer", fast());
-    assert_eq!(rescuer.run_once().await.unwrap(), None, "the lease still holds");
+    assert_eq!(
+        rescuer.run_once().await.unwrap(),
+        None,
+        "the lease still holds"
+    );
     let r = row(&s.db.pool, id).await;
     assert_eq!(
         (r.state.as_str(), r.lease_owner.as_deref()),
@@ -581,7 +617,10 @@ async fn completion_is_fenced_against_a_late_worker() {
     let fresh = store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
         .await
         .unwrap();
-    assert_eq!(fresh[0].previous_state, "running", "taken over: read back first");
+    assert_eq!(
+        fresh[0].previous_state, "running",
+        "taken over: read back first"
+    );
     assert!(fresh[0].fence > late[0].fence);
     assert!(
         !store_outbox::resolve(
@@ -646,7 +685,12 @@ async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
     );
 
     // The order's last known state counts: a cancelled order refuses.
-    s.fake.state.lock().unwrap().cancelled_orders.push("A".into());
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .cancelled_orders
+        .push("A".into());
     let order = s.fake.order("A");
     ordersync::store::orders::write_page(
         &s.db.pool,
@@ -670,7 +714,13 @@ async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
     let first = s.enqueue("B", 1, 10).await.unwrap();
     assert!(first.created);
     let again = s.enqueue("B", 1, 10).await.unwrap();
-    assert_eq!(again, Enqueued { id: first.id, created: false });
+    assert_eq!(
+        again,
+        Enqueued {
+            id: first.id,
+            created: false
+        }
+    );
     let count: i64 = sqlx::query_scalar("select count(*) from outbox")
         .fetch_one(&s.db.pool)
         .await
@@ -738,7 +788,10 @@ async fn rows_queued_by_sql_are_checked_by_the_worker_and_wake_it() {
             .contains("invalid transition: the fake has no transition `fly`")
     );
     assert_eq!(row(&s.db.pool, valid).await.state, "succeeded");
-    assert_eq!(s.fake.applied("B"), vec![row(&s.db.pool, valid).await.idempotency_key]);
+    assert_eq!(
+        s.fake.applied("B"),
+        vec![row(&s.db.pool, valid).await.idempotency_key]
+    );
 
     // Arguments that are not an object never get in.
     let bad = sqlx::query(
@@ -803,4 +856,340 @@ async fn no_secret_reaches_the_attempts_table_or_the_logs() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("refused"), "{logs}");
     assert!(!logs.contains(SECRET), "secret in the logs: {logs}");
+}
+
+/// The real adapters against the sandbox.
+mod live {
+    use super::*;
+    use ordersync::http::HttpClient;
+    use ordersync::poller::{AccountPoller, NoProgress, PollSettings, RunMode};
+    use ordersync::sandbox::faults::FaultPlan;
+    use ordersync::sandbox::{Api, Sandbox, SandboxConfig};
+    use serde_json::json;
+
+    pub struct Live {
+        pub db: common::TestDb,
+        pub sandbox: Sandbox,
+        pub account_id: i64,
+        pub kind: MarketplaceKind,
+        pub marketplace: Arc<dyn Marketplace>,
+    }
+
+    /// A sandbox, a database holding the account's orders (polled once), and the account's adapter.
+    pub async fn live(api: Api, kind: MarketplaceKind) -> Live {
+        let sandbox = Sandbox::start(SandboxConfig {
+            // Enough orders that every package status a transition starts from is present.
+            orders_per_api: 600,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        // Fresh orders await the seller's approval.
+        sandbox.add_orders(api, 10);
+        let db = common::test_db().await;
+        let account = common::account("shop", kind, &sandbox.base_url(api));
+        let ids = accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
+            .await
+            .unwrap();
+        let http = HttpClient::new(
+            &account.http_settings(),
+            account.credentials.secret_values(),
+        )
+        .unwrap();
+        let marketplace: Arc<dyn Marketplace> = Arc::from(ordersync::marketplace::build(
+            &account,
+            http,
+            &HashMap::new(),
+        ));
+        let poller = AccountPoller::new(
+            db.pool.clone(),
+            ids["shop"],
+            account,
+            marketplace.clone(),
+            "test".into(),
+            PollSettings::default(),
+        );
+        poller
+            .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+            .await;
+        Live {
+            db,
+            sandbox,
+            account_id: ids["shop"],
+            kind,
+            marketplace,
+        }
+    }
+
+    impl Live {
+        pub fn worker(&self, settings: OutboxSettings) -> OutboxWorker {
+            OutboxWorker::new(
+                self.db.pool.clone(),
+                WorkerAccount {
+                    account_id: self.account_id,
+                    name: "shop".into(),
+                    kind: self.kind,
+                    marketplace: self.marketplace.clone(),
+                    secrets: Vec::new(),
+                },
+                "live-worker".into(),
+                settings,
+                None,
+            )
+        }
+
+        pub async fn enqueue(
+            &self,
+            order: &str,
+            kind: &str,
+            args: serde_json::Value,
+        ) -> Result<Enqueued, OutboxError> {
+            outbox::enqueue(
+                &self.db.pool,
+                self.marketplace.as_ref(),
+                &EnqueueRequest {
+                    account_id: self.account_id,
+                    transition: Transition {
+                        order_external_id: order.into(),
+                        kind: kind.into(),
+                        args: args.as_object().unwrap().clone(),
+                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    },
+                    max_attempts: 50,
+                    queued_by: "test".into(),
+                },
+            )
+            .await
+        }
+
+        /// (order, package) pairs whose package has one of `codes`, each order only once.
+        pub async fn packages(&self, codes: &[&str]) -> Vec<(String, String)> {
+            sqlx::query_as(
+                "select distinct on (o.external_id) o.external_id, p.external_id
+                 from order_packages p join orders o on o.id = p.order_id
+                 where o.account_id = $1 and p.status_code = any($2)
+                 order by o.external_id, p.external_id",
+            )
+            .bind(self.account_id)
+            .bind(codes)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// Orders all of whose packages have one of `codes`.
+        pub async fn orders_all_in(&self, codes: &[&str]) -> Vec<String> {
+            sqlx::query_scalar(
+                "select o.external_id from orders o
+                 where o.account_id = $1
+                   and exists (select 1 from order_packages p where p.order_id = o.id)
+                   and not exists (select 1 from order_packages p
+                                   where p.order_id = o.id and not (p.status_code = any($2)))
+                 order by o.external_id",
+            )
+            .bind(self.account_id)
+            .bind(codes)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// Runs the worker until nothing is due.
+        pub async fn drain(&self, worker: &OutboxWorker) -> Vec<Outcome> {
+            let mut outcomes = Vec::new();
+            while let Some(outcome) = worker.run_once().await.unwrap() {
+                outcomes.push(outcome);
+            }
+            outcomes
+        }
+    }
+
+    /// Queues one transition of every allesgo kind, each on an order of its own, where the order's state
+    /// allows it. Returns (kind, outbox id, order).
+    async fn queue_every_allesgo_kind(l: &Live) -> Vec<(&'static str, i64, String)> {
+        let mut used: Vec<String> = Vec::new();
+        let mut queued = Vec::new();
+        let package_kinds: [(&str, &[&str], serde_json::Value); 6] = [
+            ("accept", &["2"], json!({})),
+            (
+                "postpone",
+                &["2", "3"],
+                json!({"reason": "Stok bekleniyor"}),
+            ),
+            (
+                "ship",
+                &["3"],
+                json!({"company_id": "2", "shipping_code": "TR123456789"}),
+            ),
+            (
+                "reject-cancel",
+                &["8"],
+                json!({"reason": "Kargoya verilmek üzere"}),
+            ),
+            (
+                "accept-return",
+                &["11"],
+                json!({"message": "İade kabul edildi"}),
+            ),
+            (
+                "reject-return",
+                &["11"],
+                json!({"reason": "Ürün kullanılmış"}),
+            ),
+        ];
+        for (kind, codes, extra) in package_kinds {
+            let candidates = l.packages(codes).await;
+            let (order, package) = candidates
+                .into_iter()
+                .find(|(o, _)| !used.contains(o))
+                .unwrap_or_else(|| panic!("the sandbox has no package for {kind}"));
+            let mut args = extra.as_object().unwrap().clone();
+            args.insert("package_id".into(), json!(package));
+            let id = l
+                .enqueue(&order, kind, serde_json::Value::Object(args))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            used.push(order.clone());
+            queued.push((kind, id, order));
+        }
+        for (kind, codes) in [
+            ("cancel", &["2", "3", "4", "15"][..]),
+            ("accept-cancel", &["8"][..]),
+        ] {
+            let order = l
+                .orders_all_in(codes)
+                .await
+                .into_iter()
+                .find(|o| !used.contains(o))
+                .unwrap_or_else(|| panic!("the sandbox has no order for {kind}"));
+            let id = l
+                .enqueue(&order, kind, json!({"reason": "Müşteri talebi"}))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            used.push(order.clone());
+            queued.push((kind, id, order));
+        }
+        queued
+    }
+
+    /// Each transition shows exactly one call that changed the sandbox: the call to its action naming
+    /// its package (package actions) or its order (order actions).
+    async fn assert_one_effect_each(l: &Live, queued: &[(&str, i64, String)]) {
+        let effects: Vec<_> = l
+            .sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.effect.is_some())
+            .collect();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (kind, id, order) in queued {
+            let args = row(&l.db.pool, *id).await.args;
+            let needle = args["package_id"].as_str().unwrap_or(order).to_owned();
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.path.contains(&format!("/order/{kind}/"))
+                        && e.body.as_deref().is_some_and(|b| b.contains(&needle))
+                })
+                .count();
+            assert_eq!(calls, 1, "{kind} of order {order}: {effects:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_allesgo_kind_succeeds_with_one_effective_call() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let queued = queue_every_allesgo_kind(&l).await;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        for (kind, id, _) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{kind}: {:?}", r.last_error);
+        }
+        assert_one_effect_each(&l, &queued).await;
+        // The orders were read again: the accepted package shows allesgo's new status.
+        let (_, accept_id, order) = &queued[0];
+        let package = row(&l.db.pool, *accept_id).await.args["package_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let code: String = sqlx::query_scalar(
+            "select p.status_code from order_packages p join orders o on o.id = p.order_id
+             where o.external_id = $1 and p.external_id = $2",
+        )
+        .bind(order)
+        .bind(&package)
+        .fetch_one(&l.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(code, "3", "accepted package is approved in the database");
+    }
+
+    #[tokio::test]
+    async fn with_injected_server_errors_every_transition_still_succeeds_once() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let queued = queue_every_allesgo_kind(&l).await;
+        l.sandbox.clear_audit();
+        l.sandbox.set_faults(
+            Api::Allesgo,
+            FaultPlan {
+                server_error_rate: 0.1,
+                ..FaultPlan::default()
+            },
+        );
+        l.drain(&l.worker(fast())).await;
+        for (kind, id, _) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{kind}: {:?}", r.last_error);
+        }
+        assert_one_effect_each(&l, &queued).await;
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_with_the_api_message_after_one_call() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let (order, package) = l.packages(&["3"]).await.remove(0);
+        let id = l
+            .enqueue(
+                &order,
+                "ship",
+                json!({"package_id": package, "company_id": "99", "shipping_code": "TR1"}),
+            )
+            .await
+            .unwrap()
+            .id;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert!(
+            matches!(&outcomes[..], [Outcome::Failed { error, .. }] if error.contains("Geçersiz company_id: 99")),
+            "{outcomes:?}"
+        );
+        let r = row(&l.db.pool, id).await;
+        assert_eq!(r.state, "failed");
+        assert!(r.last_error.unwrap().contains("Geçersiz company_id: 99"));
+        let calls = l
+            .sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.path.contains("/order/ship/"))
+            .count();
+        assert_eq!(calls, 1, "no retry of a permanent refusal");
+        let attempts = store_outbox::attempts(&l.db.pool, id).await.unwrap();
+        assert_eq!(attempts[0].http_status, Some(400));
+        assert!(
+            !format!("{attempts:?}").contains("sandbox-allesgo-token"),
+            "{attempts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn gittigidiyor_refuses_every_transition_with_the_reason() {
+        let l = live(Api::Gittigidiyor, MarketplaceKind::Gittigidiyor).await;
+        let refused = l.enqueue("123", "accept", json!({})).await.unwrap_err();
+        assert!(matches!(refused, OutboxError::Refused(_)));
+        assert!(refused.to_string().contains("pull-only"), "{refused}");
+    }
 }

@@ -178,7 +178,8 @@ impl OutboxWorker {
                         for claim in claims {
                             let worker = self.clone();
                             let span = self.span(&claim);
-                            in_flight.spawn(async move { worker.handle(claim).await }.instrument(span));
+                            in_flight
+                                .spawn(async move { worker.handle(claim).await }.instrument(span));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "could not claim outbox transitions"),
@@ -205,7 +206,9 @@ impl OutboxWorker {
         .await;
         if drained.is_err() {
             in_flight.abort_all();
-            tracing::warn!("outbox transitions still in flight at the shutdown deadline were stopped");
+            tracing::warn!(
+                "outbox transitions still in flight at the shutdown deadline were stopped"
+            );
         }
         match store_outbox::release(&self.pool, &self.owner).await {
             Ok(0) => {}
@@ -213,7 +216,9 @@ impl OutboxWorker {
                 released = n,
                 "released outbox claims; they are read back before any resend"
             ),
-            Err(e) => tracing::warn!(error = %e, "could not release outbox claims; they will expire"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release outbox claims; they will expire")
+            }
         }
     }
 
@@ -699,11 +704,7 @@ fn log_joined(joined: Result<Result<Outcome, OutboxError>, tokio::task::JoinErro
 /// Wakes each account's worker when the outbox trigger notifies (`LISTEN ordersync_outbox`, the payload is
 /// the account id) until `shutdown`. After a lost connection every worker is woken, since notifications
 /// sent meanwhile are lost; the workers' polling covers the time the listener is down.
-pub async fn listen(
-    pool: PgPool,
-    wakers: HashMap<i64, Arc<Notify>>,
-    shutdown: CancellationToken,
-) {
+pub async fn listen(pool: PgPool, wakers: HashMap<i64, Arc<Notify>>, shutdown: CancellationToken) {
     let wake_all = || wakers.values().for_each(|w| w.notify_one());
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
@@ -731,9 +732,17 @@ pub async fn listen(
             };
             match received {
                 Ok(Some(notification)) => {
-                    match notification.payload().parse::<i64>().ok().and_then(|id| wakers.get(&id)) {
+                    match notification
+                        .payload()
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|id| wakers.get(&id))
+                    {
                         Some(waker) => waker.notify_one(),
-                        None => tracing::debug!(payload = notification.payload(), "outbox notification for an account without a worker here"),
+                        None => tracing::debug!(
+                            payload = notification.payload(),
+                            "outbox notification for an account without a worker here"
+                        ),
                     }
                 }
                 Ok(None) => wake_all(),

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
 use sqlx::postgres::types::PgInterval;
+use sqlx::{PgExecutor, PgPool};
 
 /// The states of a queued transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -271,11 +271,18 @@ pub async fn mark_validated(
 pub enum Resolution<'a> {
     Succeeded,
     /// Refused or invalid: waits for an operator.
-    Failed { error: &'a str },
+    Failed {
+        error: &'a str,
+    },
     /// Transient failures exhausted max_attempts.
-    Dead { error: &'a str },
+    Dead {
+        error: &'a str,
+    },
     /// Send again after `delay`.
-    Retry { delay: Duration, error: &'a str },
+    Retry {
+        delay: Duration,
+        error: &'a str,
+    },
     /// The outcome is unknown: read the order back after `delay`, or never (`None`: an operator decides).
     Unknown {
         read_back_in: Option<Duration>,
@@ -466,7 +473,9 @@ pub async fn attempts(
 pub enum OperatorAction {
     Done,
     /// The transition is in a state the action does not apply to.
-    NotAllowed { state: String },
+    NotAllowed {
+        state: String,
+    },
     NotFound,
 }
 
@@ -509,7 +518,9 @@ async fn operator_action(pool: &PgPool, id: i64, done: u64) -> Result<OperatorAc
         .bind(id)
         .fetch_optional(pool)
         .await?;
-    Ok(state.map_or(OperatorAction::NotFound, |state| OperatorAction::NotAllowed { state }))
+    Ok(state.map_or(OperatorAction::NotFound, |state| {
+        OperatorAction::NotAllowed { state }
+    }))
 }
 
 fn interval(d: Duration) -> PgInterval {
