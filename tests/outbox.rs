@@ -1193,3 +1193,158 @@ mod live {
         assert!(refused.to_string().contains("pull-only"), "{refused}");
     }
 }
+
+/// `ordersync outbox …` as an operator uses it: the real binary, a configuration file, real PostgreSQL.
+mod cli {
+    use std::io::Write;
+    use std::process::{Command, Output};
+
+    const CONFIG: &str = r#"
+[[accounts]]
+name = "shop"
+marketplace = "allesgo"
+base_url = "http://127.0.0.1:1/allesgo"
+store_id = "4242"
+access_token = { env = "OUTBOX_TEST_TOKEN" }
+
+[[accounts]]
+name = "gg"
+marketplace = "gittigidiyor"
+base_url = "http://127.0.0.1:1/gg"
+api_key = { env = "OUTBOX_TEST_TOKEN" }
+secret_key = { env = "OUTBOX_TEST_TOKEN" }
+username = "role"
+password = { env = "OUTBOX_TEST_TOKEN" }
+"#;
+
+    fn ordersync(db_url: &str, config: &std::path::Path, args: &[&str]) -> (i32, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ORDERSYNC") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let output: Output = command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("DATABASE_URL", db_url)
+            .env("OUTBOX_TEST_TOKEN", "cli-secret-token-42")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !text.contains("cli-secret-token-42"),
+            "secret leaked: {text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        (output.status.code().unwrap_or(-1), text)
+    }
+
+    #[tokio::test]
+    async fn add_list_cancel_retry_and_refusals_exit_2() {
+        let db = super::common::test_db().await;
+        let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        config.write_all(CONFIG.as_bytes()).unwrap();
+        let run = |args: &[&str]| ordersync(&db.url, config.path(), args);
+
+        let (code, out) = run(&["outbox", "add", "--account", "gg", "--order", "1", "accept"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("pull-only"), "{out}");
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "nope",
+            "--order",
+            "1",
+            "accept",
+        ]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("no account named `nope`"), "{out}");
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+        ]);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("package_id"),
+            "the reason names the argument: {out}"
+        );
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+            "--arg",
+            "package_id=abc",
+            "--idempotency-key",
+            "k1",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("queued transition 1: accept of order 1001 on shop"),
+            "{out}"
+        );
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+            "--arg",
+            "package_id=abc",
+            "--idempotency-key",
+            "k1",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("already queued as transition 1"), "{out}");
+
+        let (code, out) = run(&["outbox", "list", "--state", "pending"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("1001") && out.contains("accept") && out.contains("pending"),
+            "{out}"
+        );
+        let (code, out) = run(&["outbox", "list", "--state", "bogus"]);
+        assert_eq!(code, 2, "{out}");
+
+        let (code, out) = run(&["outbox", "cancel", "1"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("transition 1 is cancelled"), "{out}");
+        let (code, out) = run(&["outbox", "cancel", "1"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("transition 1 is cancelled: only"), "{out}");
+        let (code, out) = run(&["outbox", "retry", "1"]);
+        assert_eq!(code, 2, "{out}");
+        let (code, out) = run(&["outbox", "retry", "99"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("there is no transition 99"), "{out}");
+
+        sqlx::query("update outbox set state = 'failed', finished_at = now(), next_attempt_at = null where id = 1")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (code, out) = run(&["outbox", "retry", "1"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("transition 1 is pending again"), "{out}");
+    }
+}
