@@ -185,9 +185,10 @@ impl OutboxWorker {
                     Err(e) => tracing::warn!(error = %e, "could not claim outbox transitions"),
                 }
             }
+            // When every slot is taken, only a finished transition (or shutdown) matters: more work is
+            // probably due, and the wake-up and timer branches below are off.
             let idle = if saturated {
-                // Wait for a slot (below); more work is probably due.
-                Duration::MAX
+                self.settings.poll_interval
             } else {
                 self.until_next_due().await
             };
