@@ -14,8 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Credentials, LoadOptions, Settings};
 use crate::daemon;
+use crate::http::HttpClient;
+use crate::marketplace::{self, Transition};
+use crate::outbox::{self, EnqueueRequest, OutboxError};
 use crate::poller::{PollSettings, RunMode, StreamOutcome, error_chain};
 use crate::store;
+use crate::store::outbox::{OperatorAction, OutboxState};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +60,51 @@ pub enum Command {
         #[arg(long, value_parser = parse_instant, requires = "since")]
         until: Option<DateTime<Utc>>,
     },
+    /// Queue, list, retry and cancel order transitions pushed to the marketplaces.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Queue a transition of an order, checked against the marketplace's rules and the order's last known
+    /// state (e.g. `outbox add --account shop --order 1001 ship --arg package_id=77 --arg shipping_code=TR1`).
+    Add {
+        #[arg(long)]
+        account: String,
+        /// The order's external id.
+        #[arg(long)]
+        order: String,
+        /// The transition, as the marketplace's adapter names it (accept, ship, set-state, …).
+        kind: String,
+        /// An argument: `key=value` (a string) or `key:=json` (any JSON value, e.g. `ids:=["A1","A2"]`).
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Queuing the same key again yields the transition queued first (default: a new random key).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Attempts before a transition that keeps failing transiently is given up (dead).
+        #[arg(long, default_value_t = 10)]
+        max_attempts: i32,
+    },
+    /// List transitions, newest first.
+    List {
+        #[arg(long)]
+        state: Option<OutboxState>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a failed, dead or unknown transition due again now, with a fresh budget of attempts.
+    Retry { id: i64 },
+    /// Cancel a transition that is not running and not finished; later transitions of its order proceed.
+    Cancel { id: i64 },
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
@@ -97,11 +146,16 @@ pub async fn execute(cli: Cli) -> ExitCode {
             since,
             until,
         } => sync(&settings, &account, since.zip(until)).await,
+        Command::Outbox { command } => outbox_command(&settings, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let code = if e.downcast_ref::<ConfigError>().is_some() {
+            let refused = matches!(
+                e.downcast_ref::<OutboxError>(),
+                Some(OutboxError::Refused(_))
+            );
+            let code = if refused || e.downcast_ref::<ConfigError>().is_some() {
                 2
             } else {
                 1
@@ -278,6 +332,172 @@ async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
                 .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default(),
             row.last_outcome.clone().unwrap_or_default(),
+            row.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+async fn outbox_command(settings: &Settings, command: OutboxCommand) -> anyhow::Result<()> {
+    match command {
+        OutboxCommand::Add {
+            account,
+            order,
+            kind,
+            args,
+            idempotency_key,
+            max_attempts,
+        } => {
+            let transition = Transition {
+                order_external_id: order,
+                kind,
+                args: outbox::parse_args(&args)?,
+                idempotency_key: idempotency_key
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            };
+            outbox_add(settings, &account, transition, max_attempts).await
+        }
+        OutboxCommand::List {
+            state,
+            account,
+            limit,
+            json,
+        } => outbox_list(settings, state, account.as_deref(), limit, json).await,
+        OutboxCommand::Retry { id } => {
+            let pool = connect(settings).await?;
+            match store::outbox::retry(&pool, id).await? {
+                OperatorAction::Done => {
+                    println!("transition {id} is pending again");
+                    Ok(())
+                }
+                OperatorAction::NotAllowed { state } => Err(OutboxError::Refused(format!(
+                    "transition {id} is {state}: only failed, dead, unknown or pending transitions can be retried"
+                ))
+                .into()),
+                OperatorAction::NotFound => {
+                    Err(OutboxError::Refused(format!("there is no transition {id}")).into())
+                }
+            }
+        }
+        OutboxCommand::Cancel { id } => {
+            let pool = connect(settings).await?;
+            match store::outbox::cancel(&pool, id).await? {
+                OperatorAction::Done => {
+                    println!("transition {id} is cancelled");
+                    Ok(())
+                }
+                OperatorAction::NotAllowed { state } => Err(OutboxError::Refused(format!(
+                    "transition {id} is {state}: only pending, failed, dead or unknown transitions can be cancelled"
+                ))
+                .into()),
+                OperatorAction::NotFound => {
+                    Err(OutboxError::Refused(format!("there is no transition {id}")).into())
+                }
+            }
+        }
+    }
+}
+
+async fn outbox_add(
+    settings: &Settings,
+    name: &str,
+    transition: Transition,
+    max_attempts: i32,
+) -> anyhow::Result<()> {
+    let account = settings
+        .accounts
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "--account".to_owned(),
+            problem: format!("no account named `{name}` is configured"),
+            origin: "the command line".to_owned(),
+        })?;
+    if !account.enabled {
+        tracing::warn!(
+            account = name,
+            "the account is disabled: the transition waits until it is enabled"
+        );
+    }
+    let pool = connect(settings).await?;
+    if settings.database.auto_migrate {
+        store::migrate(&pool).await?;
+    }
+    let ids = store::accounts::sync_with_config(&pool, &settings.accounts).await?;
+    let http = HttpClient::new(
+        &account.http_settings(),
+        account.credentials.secret_values(),
+    )
+    .context("cannot build the HTTP client")?;
+    let overrides = settings
+        .status_map
+        .get(&account.marketplace)
+        .cloned()
+        .unwrap_or_default();
+    let adapter = marketplace::build(account, http, &overrides);
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let request = EnqueueRequest {
+        account_id: ids[name],
+        transition,
+        max_attempts,
+        queued_by: format!("cli:{user}"),
+    };
+    let queued = outbox::enqueue(&pool, adapter.as_ref(), &request).await?;
+    let t = &request.transition;
+    if queued.created {
+        println!(
+            "queued transition {}: {} of order {} on {name}",
+            queued.id, t.kind, t.order_external_id
+        );
+    } else {
+        println!(
+            "already queued as transition {} (same idempotency key)",
+            queued.id
+        );
+    }
+    Ok(())
+}
+
+async fn outbox_list(
+    settings: &Settings,
+    state: Option<OutboxState>,
+    account: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let pool = connect(settings).await?;
+    let rows = store::outbox::list(&pool, state, account, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    table.set_header([
+        "id",
+        "account",
+        "order",
+        "kind",
+        "args",
+        "state",
+        "attempts",
+        "next attempt",
+        "last error",
+    ]);
+    for listed in &rows {
+        let row = &listed.row;
+        table.add_row([
+            row.id.to_string(),
+            listed.account.clone(),
+            row.order_external_id.clone(),
+            row.kind.clone(),
+            row.args.to_string(),
+            row.state.clone(),
+            format!("{}/{}", row.attempts, row.max_attempts),
+            row.next_attempt_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
             row.last_error.clone().unwrap_or_default(),
         ]);
     }

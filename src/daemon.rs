@@ -1,10 +1,11 @@
 //! The long-running daemon (`ordersync run`): keeps the `accounts` table in step with the configuration,
-//! builds one poller per enabled account, schedules each on its cron expression, refreshes marketplace
-//! status catalogues daily, and shuts down within a deadline when asked to.
+//! builds one poller per enabled account, schedules each on its cron expression, runs each account's
+//! outbox worker, refreshes marketplace status catalogues daily, and shuts down within a deadline when
+//! asked to.
 //!
 //! Shutdown is a future passed in by the caller (a signal in `main`, a token in tests): when it
-//! completes, no new run starts, in-flight runs stop after the page they are writing, leases are released
-//! and the function returns.
+//! completes, no new run starts, in-flight runs stop after the page they are writing, in-flight
+//! transitions finish (or are released for a read-back), leases are released and the function returns.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,6 +22,8 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::http::HttpClient;
 use crate::marketplace::{self, Marketplace};
+use crate::outbox::worker::{self as outbox_worker, RepollHook, WorkerAccount};
+use crate::outbox::{OutboxSettings, OutboxWorker};
 use crate::poller::{AccountPoller, NoProgress, PollSettings, RunMode, StreamOutcome, error_chain};
 use crate::store::{self, StoreError};
 
@@ -163,6 +166,12 @@ pub async fn run(
         })?;
         scheduler.add(job).await?;
     }
+    let outbox = OutboxSettings {
+        // Leave part of the deadline for releasing claims and closing the pool.
+        shutdown_grace: settings.shutdown_deadline.mul_f64(0.8),
+        ..OutboxSettings::default()
+    };
+    spawn_outbox(&tracker, &pool, &workers, &holder, &outbox, &token);
     scheduler.start().await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
@@ -201,6 +210,47 @@ fn spawn_poll(
         return;
     }
     tracker.spawn(async move { poll_once(&worker, &token).await }.instrument(span));
+}
+
+/// Starts each account's outbox worker and the listener that wakes them.
+fn spawn_outbox(
+    tracker: &TaskTracker,
+    pool: &PgPool,
+    workers: &HashMap<String, AccountWorker>,
+    holder: &str,
+    settings: &OutboxSettings,
+    token: &CancellationToken,
+) {
+    let mut wakers = HashMap::new();
+    for (name, worker) in workers {
+        let account = worker.poller.account();
+        let wake = Arc::new(Notify::new());
+        wakers.insert(worker.poller.account_id(), wake.clone());
+        let repoll: RepollHook = {
+            let (tracker, worker, token) = (tracker.clone(), worker.clone(), token.clone());
+            let span = tracing::info_span!("poll", account = %name, marketplace = %account.marketplace, after = "transition");
+            Arc::new(move || spawn_poll(&tracker, worker.clone(), token.clone(), span.clone()))
+        };
+        let outbox = Arc::new(OutboxWorker::new(
+            pool.clone(),
+            WorkerAccount {
+                account_id: worker.poller.account_id(),
+                name: name.clone(),
+                kind: account.marketplace,
+                marketplace: worker.marketplace.clone(),
+                secrets: account.credentials.secret_values(),
+            },
+            holder.to_owned(),
+            settings.clone(),
+            Some(repoll),
+        ));
+        tracker.spawn(
+            outbox
+                .run(wake, token.clone())
+                .instrument(tracing::info_span!("outbox", account = %name)),
+        );
+    }
+    tracker.spawn(outbox_worker::listen(pool.clone(), wakers, token.clone()));
 }
 
 fn spawn_catalog_refresh(

@@ -6,8 +6,10 @@
 //! - [`domain`]: marketplaces, canonical order states, the normalized order.
 //! - [`http`]: the shared HTTP client, failure classification, redaction.
 //! - [`marketplace`]: the adapter trait and one module per marketplace.
-//! - [`poller`], [`daemon`], [`store`]: the sync engine, the long-running process, PostgreSQL.
-//! - [`sandbox`]: fake marketplaces over real HTTP for tests, `demo` and `sandbox` (never used by production paths).
+//! - [`store`]: the PostgreSQL schema and plain functions over it.
+//! - [`poller`]: a poll run of one account; [`daemon`] schedules them.
+//! - [`outbox`]: queued order transitions and the worker that pushes them to the marketplaces.
+//! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos.
 //!
 //! See ARCHITECTURE.md for how data flows.
 
@@ -18,6 +20,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod marketplace;
+pub mod outbox;
 pub mod poller;
 pub mod progress;
 pub mod sandbox;

@@ -161,6 +161,11 @@ impl AccountPoller {
         &self.account
     }
 
+    /// The account's id in the `accounts` table.
+    pub fn account_id(&self) -> i64 {
+        self.account_id
+    }
+
     /// Runs every stream of the account once, one after the other.
     pub async fn poll(
         &self,

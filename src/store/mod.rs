@@ -1,5 +1,5 @@
 //! The PostgreSQL store: connecting, the embedded migrations, and plain functions over
-//! [`sqlx::PgExecutor`] for each table family (accounts, orders, cursors, runs, leases).
+//! [`sqlx::PgExecutor`] for each table family (accounts, orders, cursors, runs, leases, outbox).
 //!
 //! Architecture invariant: a page of orders and the cursor checkpoint it justifies are written in one
 //! transaction ([`orders::write_page`]); the cursor never moves back (checked here and by a trigger).
@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cursors;
 pub mod leases;
 pub mod orders;
+pub mod outbox;
 pub mod runs;
 pub mod status;
 

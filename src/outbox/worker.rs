@@ -1,0 +1,757 @@
+//! The outbox worker of one account: claims due transitions, sends them through the account's adapter
+//! (whose HTTP client, and so rate limit, it shares with the account's poller), records every attempt and
+//! every outcome, and re-reads the order after a success so the database shows the marketplace's new state.
+//!
+//! [`OutboxWorker::run_once`] claims and handles one transition and says what happened, so tests drive
+//! the worker step by step; [`OutboxWorker::run`] is the daemon's loop around the same steps, woken by
+//! `LISTEN ordersync_outbox` ([`listen`]) with a polling fallback.
+//!
+//! What a claim ends in:
+//! - success → `succeeded`; the order is read again and stored.
+//! - transient failure (connect, timeout before sending, 5xx, 429) → `pending` after a backoff, or `dead`
+//!   once `max_attempts` claims are used up.
+//! - refusal (other 4xx, a failure in a 200 body), refused credentials, or an invalid SQL-queued row →
+//!   `failed` with the API's message or the reason.
+//! - ambiguous send (timeout or reset after sending, or an unreadable answer), or a claim taken over from a
+//!   worker that died → the order is read back: took effect → `succeeded`; did not → sent again; the
+//!   marketplace cannot tell → `unknown` for an operator; the read failed transiently → `unknown`, read
+//!   back again after a backoff.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{OutboxError, OutboxSettings};
+use crate::domain::{MarketplaceKind, Order};
+use crate::http::Redactor;
+use crate::marketplace::{Marketplace, MarketplaceError, Transition};
+use crate::store::orders::{self, PageWrite};
+use crate::store::outbox::{self as store_outbox, Attempt, Claimed, Resolution};
+
+/// Asks for the account to be polled soon (the daemon starts a poll run), for orders the adapter cannot
+/// read back one by one.
+pub type RepollHook = Arc<dyn Fn() + Send + Sync>;
+
+/// What one handled claim ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent and accepted.
+    Succeeded { id: i64 },
+    /// Found to have taken effect by reading the order back, without sending (again).
+    Confirmed { id: i64 },
+    /// A transient failure; sent again after `delay`.
+    Retrying { id: i64, delay: Duration },
+    /// Refused by the marketplace or invalid; waits for an operator.
+    Failed { id: i64, error: String },
+    /// Attempts exhausted; waits for an operator.
+    Dead { id: i64, error: String },
+    /// Outcome unknown; read back after the delay, or (`None`) an operator must decide.
+    Unknown {
+        id: i64,
+        read_back_in: Option<Duration>,
+    },
+    /// Another worker took the transition over (this worker stalled past its lease); nothing was
+    /// recorded by this one.
+    LeaseLost { id: i64 },
+}
+
+impl Outcome {
+    pub fn id(&self) -> i64 {
+        match self {
+            Outcome::Succeeded { id }
+            | Outcome::Confirmed { id }
+            | Outcome::Retrying { id, .. }
+            | Outcome::Failed { id, .. }
+            | Outcome::Dead { id, .. }
+            | Outcome::Unknown { id, .. }
+            | Outcome::LeaseLost { id } => *id,
+        }
+    }
+}
+
+/// What reading an order back told.
+enum ReadBack {
+    TookEffect,
+    NotTaken,
+    /// Recorded already; this is how the claim ended.
+    Undecided(Outcome),
+}
+
+/// The outbox worker of one account.
+pub struct OutboxWorker {
+    pool: PgPool,
+    account_id: i64,
+    account: String,
+    kind: MarketplaceKind,
+    marketplace: Arc<dyn Marketplace>,
+    owner: String,
+    settings: OutboxSettings,
+    redactor: Redactor,
+    repoll: Option<RepollHook>,
+}
+
+/// Who the worker works for.
+pub struct WorkerAccount {
+    pub account_id: i64,
+    pub name: String,
+    pub kind: MarketplaceKind,
+    pub marketplace: Arc<dyn Marketplace>,
+    /// The account's secret values, scrubbed from everything the worker records or logs (the adapters
+    /// already keep secrets out of their errors; this is the second line).
+    pub secrets: Vec<String>,
+}
+
+impl OutboxWorker {
+    /// `owner` names this worker in leases and attempts (e.g. the replica id).
+    pub fn new(
+        pool: PgPool,
+        account: WorkerAccount,
+        owner: String,
+        settings: OutboxSettings,
+        repoll: Option<RepollHook>,
+    ) -> OutboxWorker {
+        OutboxWorker {
+            pool,
+            account_id: account.account_id,
+            account: account.name,
+            kind: account.kind,
+            marketplace: account.marketplace,
+            owner,
+            settings,
+            redactor: Redactor::new(account.secrets),
+            repoll,
+        }
+    }
+
+    pub fn account_id(&self) -> i64 {
+        self.account_id
+    }
+
+    /// Claims one due transition and handles it. `Ok(None)`: nothing was due.
+    pub async fn run_once(&self) -> Result<Option<Outcome>, OutboxError> {
+        let claimed = store_outbox::claim(
+            &self.pool,
+            self.account_id,
+            &self.owner,
+            self.settings.lease_ttl,
+            1,
+        )
+        .await?;
+        match claimed.into_iter().next() {
+            Some(claim) => {
+                let span = self.span(&claim);
+                Ok(Some(self.handle(claim).instrument(span).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Runs until `shutdown`: claims due transitions (up to the account's concurrency), handles them
+    /// concurrently, and sleeps until woken by `wake`, the next scheduled attempt or the poll interval.
+    /// At shutdown, in-flight transitions get `shutdown_grace` to finish; claims still held then are
+    /// released (as `unknown`, read back before any resend).
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
+        loop {
+            let free = self.settings.concurrency.saturating_sub(in_flight.len());
+            let mut saturated = free == 0;
+            if free > 0 && !shutdown.is_cancelled() {
+                match store_outbox::claim(
+                    &self.pool,
+                    self.account_id,
+                    &self.owner,
+                    self.settings.lease_ttl,
+                    free as i64,
+                )
+                .await
+                {
+                    Ok(claims) => {
+                        saturated = claims.len() == free;
+                        for claim in claims {
+                            let worker = self.clone();
+                            let span = self.span(&claim);
+                            in_flight
+                                .spawn(async move { worker.handle(claim).await }.instrument(span));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim outbox transitions"),
+                }
+            }
+            // When every slot is taken, only a finished transition (or shutdown) matters: more work is
+            // probably due, and the wake-up and timer branches below are off.
+            let idle = if saturated {
+                self.settings.poll_interval
+            } else {
+                self.until_next_due().await
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake.notified(), if !saturated => {}
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => log_joined(joined),
+                () = tokio::time::sleep(idle), if !saturated => {}
+            }
+        }
+        let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
+            while let Some(joined) = in_flight.join_next().await {
+                log_joined(joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            in_flight.abort_all();
+            tracing::warn!(
+                "outbox transitions still in flight at the shutdown deadline were stopped"
+            );
+        }
+        match store_outbox::release(&self.pool, &self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                released = n,
+                "released outbox claims; they are read back before any resend"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release outbox claims; they will expire")
+            }
+        }
+    }
+
+    fn span(&self, claim: &Claimed) -> tracing::Span {
+        tracing::info_span!(
+            "transition",
+            account = %self.account,
+            id = claim.id,
+            kind = %claim.kind,
+            order = %claim.order_external_id,
+            attempt = claim.attempts
+        )
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        let poll = self.settings.poll_interval;
+        match store_outbox::next_due(&self.pool, self.account_id).await {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(poll),
+            Ok(None) => poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the next outbox due time");
+                poll
+            }
+        }
+    }
+
+    /// Handles one claim to its end.
+    async fn handle(&self, claim: Claimed) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
+        let args = match &claim.args {
+            serde_json::Value::Object(map) => map.clone(),
+            // The table's check constraint makes this unreachable; fail the row rather than trust it.
+            other => {
+                let reason = format!("args must be a JSON object, not {other}");
+                return self.invalid(&claim, &reason).await;
+            }
+        };
+        let transition = Transition {
+            order_external_id: claim.order_external_id.clone(),
+            kind: claim.kind.clone(),
+            args,
+            idempotency_key: claim.idempotency_key.clone(),
+        };
+        if claim.attempts > claim.max_attempts {
+            let error = format!(
+                "gave up after {} attempts (the last claims ended without an outcome: their workers stopped)",
+                claim.max_attempts
+            );
+            return self
+                .resolve(&claim, Resolution::Dead { error: &error }, || {
+                    Outcome::Dead {
+                        id,
+                        error: error.clone(),
+                    }
+                })
+                .await;
+        }
+        if !claim.validated {
+            match super::check(
+                &self.pool,
+                self.marketplace.as_ref(),
+                self.account_id,
+                &transition,
+                Some(id),
+            )
+            .await
+            {
+                Ok(()) => {
+                    if !store_outbox::mark_validated(&self.pool, id, claim.fence).await? {
+                        return Ok(Outcome::LeaseLost { id });
+                    }
+                }
+                Err(OutboxError::Refused(reason)) => return self.invalid(&claim, &reason).await,
+                Err(e) => return Err(e),
+            }
+        }
+        if claim.previous_state != "pending" {
+            tracing::info!(
+                previous = %claim.previous_state,
+                "an earlier send may have taken effect; reading the order back first"
+            );
+            match self.read_back(&claim, &transition).await? {
+                ReadBack::TookEffect => return self.confirmed(&claim).await,
+                ReadBack::NotTaken => {}
+                ReadBack::Undecided(outcome) => return Ok(outcome),
+            }
+        }
+        self.send(&claim, &transition).await
+    }
+
+    async fn send(&self, claim: &Claimed, transition: &Transition) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
+        if !store_outbox::extend(&self.pool, id, claim.fence, self.settings.lease_ttl).await? {
+            return Ok(Outcome::LeaseLost { id });
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = self.marketplace.apply_transition(transition).await;
+        let duration = clock.elapsed();
+        let attempt = |action, outcome| Attempt {
+            outbox_id: id,
+            attempt: claim.attempts,
+            fence: claim.fence,
+            worker: &self.owner,
+            action,
+            outcome,
+            request_summary: None,
+            http_status: None,
+            response_excerpt: None,
+            error: None,
+            started_at,
+            duration,
+        };
+        let error = match result {
+            Ok(applied) => {
+                let summary = self.redactor.redact(&applied.request_summary);
+                let excerpt = self.redactor.redact(&applied.response_excerpt);
+                store_outbox::record_attempt(
+                    &self.pool,
+                    &Attempt {
+                        request_summary: Some(&summary),
+                        http_status: Some(applied.http_status),
+                        response_excerpt: Some(&excerpt),
+                        ..attempt("send", "succeeded")
+                    },
+                )
+                .await?;
+                tracing::info!(
+                    http_status = applied.http_status,
+                    "transition sent and accepted"
+                );
+                let outcome = self
+                    .resolve(claim, Resolution::Succeeded, || Outcome::Succeeded { id })
+                    .await?;
+                if outcome == (Outcome::Succeeded { id }) {
+                    self.refresh(&transition.order_external_id).await;
+                }
+                return Ok(outcome);
+            }
+            Err(error) => error,
+        };
+        let text = self.redactor.redact(&error.to_string());
+        let (what, status) = request_of(&error);
+        let what = self.redactor.redact(what);
+        let failed = |outcome| Attempt {
+            request_summary: Some(&what),
+            http_status: status,
+            error: Some(&text),
+            ..attempt("send", outcome)
+        };
+        match &error {
+            MarketplaceError::Transient {
+                ambiguous: false,
+                retry_after,
+                ..
+            } => {
+                store_outbox::record_attempt(&self.pool, &failed("transient")).await?;
+                tracing::warn!(error = %text, "transient failure");
+                self.retry_or_dead(claim, *retry_after, &text).await
+            }
+            MarketplaceError::Transient {
+                ambiguous: true, ..
+            }
+            | MarketplaceError::Malformed { .. } => {
+                store_outbox::record_attempt(&self.pool, &failed("ambiguous")).await?;
+                tracing::warn!(error = %text, "the send may or may not have taken effect; reading the order back");
+                match self.read_back(claim, transition).await? {
+                    ReadBack::TookEffect => self.confirmed(claim).await,
+                    ReadBack::NotTaken => self.retry_or_dead(claim, None, &text).await,
+                    ReadBack::Undecided(outcome) => Ok(outcome),
+                }
+            }
+            MarketplaceError::Rejected { .. } => {
+                store_outbox::record_attempt(&self.pool, &failed("rejected")).await?;
+                tracing::warn!(error = %text, "transition refused by the marketplace");
+                self.resolve(claim, Resolution::Failed { error: &text }, || {
+                    Outcome::Failed {
+                        id,
+                        error: text.clone(),
+                    }
+                })
+                .await
+            }
+            MarketplaceError::Unauthorized { .. } => {
+                store_outbox::record_attempt(&self.pool, &failed("unauthorized")).await?;
+                tracing::error!(error = %text, "credentials refused; the transition waits for an operator");
+                self.resolve(claim, Resolution::Failed { error: &text }, || {
+                    Outcome::Failed {
+                        id,
+                        error: text.clone(),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    /// Reads the order back to learn whether an earlier send took effect.
+    async fn read_back(
+        &self,
+        claim: &Claimed,
+        transition: &Transition,
+    ) -> Result<ReadBack, OutboxError> {
+        let id = claim.id;
+        if !store_outbox::extend(&self.pool, id, claim.fence, self.settings.lease_ttl).await? {
+            return Ok(ReadBack::Undecided(Outcome::LeaseLost { id }));
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = self
+            .marketplace
+            .fetch_order(&transition.order_external_id)
+            .await;
+        let duration = clock.elapsed();
+        let summary = format!("read order {} back", transition.order_external_id);
+        let base = Attempt {
+            outbox_id: id,
+            attempt: claim.attempts,
+            fence: claim.fence,
+            worker: &self.owner,
+            action: "read_back",
+            outcome: "unreadable",
+            request_summary: Some(&summary),
+            http_status: None,
+            response_excerpt: None,
+            error: None,
+            started_at,
+            duration,
+        };
+        let error = match result {
+            Ok(Some(order)) => {
+                let took = self.marketplace.transition_took_effect(transition, &order);
+                let outcome = if took {
+                    "took_effect"
+                } else {
+                    "not_taken_effect"
+                };
+                store_outbox::record_attempt(&self.pool, &Attempt { outcome, ..base }).await?;
+                tracing::info!(took_effect = took, "order read back");
+                self.store_order(&order).await;
+                return Ok(if took {
+                    ReadBack::TookEffect
+                } else {
+                    ReadBack::NotTaken
+                });
+            }
+            Ok(None) => {
+                let error = "the outcome is unknown and the marketplace offers no way to read the \
+                             order back: check the order, then retry or cancel";
+                store_outbox::record_attempt(
+                    &self.pool,
+                    &Attempt {
+                        error: Some(error),
+                        ..base
+                    },
+                )
+                .await?;
+                tracing::warn!("{error}");
+                let unknown = Resolution::Unknown {
+                    read_back_in: None,
+                    error,
+                };
+                let outcome = self
+                    .resolve(claim, unknown, || Outcome::Unknown {
+                        id,
+                        read_back_in: None,
+                    })
+                    .await?;
+                return Ok(ReadBack::Undecided(outcome));
+            }
+            Err(error) => error,
+        };
+        let text = self.redactor.redact(&error.to_string());
+        let (_, status) = request_of(&error);
+        let recorded = match error {
+            MarketplaceError::Transient { .. } => "transient",
+            MarketplaceError::Rejected { .. } | MarketplaceError::Malformed { .. } => "rejected",
+            MarketplaceError::Unauthorized { .. } => "unauthorized",
+        };
+        store_outbox::record_attempt(
+            &self.pool,
+            &Attempt {
+                outcome: recorded,
+                error: Some(&text),
+                http_status: status,
+                ..base
+            },
+        )
+        .await?;
+        tracing::warn!(error = %text, "could not read the order back");
+        let reason = format!("outcome unknown; reading the order back failed: {text}");
+        let outcome = match error {
+            MarketplaceError::Transient { retry_after, .. }
+                if claim.attempts < claim.max_attempts =>
+            {
+                let delay = self.settings.backoff(claim.attempts as u32, retry_after);
+                let unknown = Resolution::Unknown {
+                    read_back_in: Some(delay),
+                    error: &reason,
+                };
+                self.resolve(claim, unknown, || Outcome::Unknown {
+                    id,
+                    read_back_in: Some(delay),
+                })
+                .await?
+            }
+            MarketplaceError::Transient { .. } => {
+                let error = format!("gave up after {} attempts: {reason}", claim.attempts);
+                self.resolve(claim, Resolution::Dead { error: &error }, || {
+                    Outcome::Dead {
+                        id,
+                        error: error.clone(),
+                    }
+                })
+                .await?
+            }
+            _ => {
+                let unknown = Resolution::Unknown {
+                    read_back_in: None,
+                    error: &reason,
+                };
+                self.resolve(claim, unknown, || Outcome::Unknown {
+                    id,
+                    read_back_in: None,
+                })
+                .await?
+            }
+        };
+        Ok(ReadBack::Undecided(outcome))
+    }
+
+    /// After a transient failure: pending again after a backoff, or dead when the attempts are used up.
+    async fn retry_or_dead(
+        &self,
+        claim: &Claimed,
+        retry_after: Option<Duration>,
+        error: &str,
+    ) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
+        if claim.attempts >= claim.max_attempts {
+            let error = format!("gave up after {} attempts: {error}", claim.attempts);
+            tracing::error!(error = %error, "transition is dead; it waits for an operator");
+            return self
+                .resolve(claim, Resolution::Dead { error: &error }, || {
+                    Outcome::Dead {
+                        id,
+                        error: error.clone(),
+                    }
+                })
+                .await;
+        }
+        let delay = self.settings.backoff(claim.attempts as u32, retry_after);
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "transition will be sent again"
+        );
+        self.resolve(claim, Resolution::Retry { delay, error }, || {
+            Outcome::Retrying { id, delay }
+        })
+        .await
+    }
+
+    /// The order read back shows the transition took effect.
+    async fn confirmed(&self, claim: &Claimed) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
+        tracing::info!("the transition had taken effect; not sending it again");
+        self.resolve(claim, Resolution::Succeeded, || Outcome::Confirmed { id })
+            .await
+    }
+
+    /// A row queued by SQL that the adapter refuses.
+    async fn invalid(&self, claim: &Claimed, reason: &str) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
+        let error = format!("invalid transition: {reason}");
+        store_outbox::record_attempt(
+            &self.pool,
+            &Attempt {
+                outbox_id: id,
+                attempt: claim.attempts,
+                fence: claim.fence,
+                worker: &self.owner,
+                action: "validate",
+                outcome: "invalid",
+                request_summary: None,
+                http_status: None,
+                response_excerpt: None,
+                error: Some(&error),
+                started_at: Utc::now(),
+                duration: Duration::ZERO,
+            },
+        )
+        .await?;
+        tracing::warn!(error = %error, "transition queued by SQL is invalid; marked failed");
+        self.resolve(claim, Resolution::Failed { error: &error }, || {
+            Outcome::Failed {
+                id,
+                error: error.clone(),
+            }
+        })
+        .await
+    }
+
+    /// Records the claim's outcome, fenced: `outcome()` when it was recorded, `LeaseLost` when another
+    /// worker had taken the transition over.
+    async fn resolve(
+        &self,
+        claim: &Claimed,
+        resolution: Resolution<'_>,
+        outcome: impl FnOnce() -> Outcome,
+    ) -> Result<Outcome, OutboxError> {
+        if store_outbox::resolve(&self.pool, claim.id, claim.fence, resolution).await? {
+            Ok(outcome())
+        } else {
+            tracing::warn!("the claim was taken over by another worker; outcome not recorded");
+            Ok(Outcome::LeaseLost { id: claim.id })
+        }
+    }
+
+    /// Re-reads an order after a transition succeeded, so the database shows the marketplace's new state;
+    /// asks for a poll of the account when the adapter cannot read one order.
+    async fn refresh(&self, external_id: &str) {
+        match self.marketplace.fetch_order(external_id).await {
+            Ok(Some(order)) => self.store_order(&order).await,
+            Ok(None) => {
+                if let Some(repoll) = &self.repoll {
+                    repoll();
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %self.redactor.redact(&e.to_string()),
+                "could not re-read the order; the next poll will"
+            ),
+        }
+    }
+
+    async fn store_order(&self, order: &Order) {
+        let page = PageWrite {
+            account_id: self.account_id,
+            marketplace: self.kind,
+            orders: std::slice::from_ref(order),
+            window_from: None,
+            checkpoint: None,
+            lease: None,
+        };
+        if let Err(e) = orders::write_page(&self.pool, page).await {
+            tracing::warn!(error = %e, "could not store the order read back; the next poll will");
+        }
+    }
+}
+
+/// The secret-free request description and HTTP status an error carries.
+fn request_of(error: &MarketplaceError) -> (&str, Option<u16>) {
+    match error {
+        MarketplaceError::Rejected { what, status, .. } => (what, *status),
+        MarketplaceError::Unauthorized { what, status, .. } => (what, Some(*status)),
+        // `HttpClient::send` words an HTTP failure's detail as `HTTP <status>: <message>`.
+        MarketplaceError::Transient { what, detail, .. } => (
+            what,
+            detail
+                .strip_prefix("HTTP ")
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse().ok()),
+        ),
+        MarketplaceError::Malformed { what, .. } => (what, None),
+    }
+}
+
+fn log_joined(joined: Result<Result<Outcome, OutboxError>, tokio::task::JoinError>) {
+    match joined {
+        Ok(Ok(outcome)) => tracing::debug!(?outcome, "outbox transition handled"),
+        Ok(Err(e)) => tracing::error!(
+            error = %crate::poller::error_chain(&e),
+            "outbox transition could not be handled; its claim expires and it is taken again"
+        ),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!(error = %e, "outbox task failed"),
+    }
+}
+
+/// Wakes each account's worker when the outbox trigger notifies (`LISTEN ordersync_outbox`, the payload is
+/// the account id) until `shutdown`. After a lost connection every worker is woken, since notifications
+/// sent meanwhile are lost; the workers' polling covers the time the listener is down.
+pub async fn listen(pool: PgPool, wakers: HashMap<i64, Arc<Notify>>, shutdown: CancellationToken) {
+    let wake_all = || wakers.values().for_each(|w| w.notify_one());
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for outbox notifications; polling only");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(super::CHANNEL).await {
+            tracing::warn!(error = %e, "cannot listen for outbox notifications; polling only");
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(30)) => continue,
+            }
+        }
+        wake_all();
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(notification)) => {
+                    match notification
+                        .payload()
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|id| wakers.get(&id))
+                    {
+                        Some(waker) => waker.notify_one(),
+                        None => tracing::debug!(
+                            payload = notification.payload(),
+                            "outbox notification for an account without a worker here"
+                        ),
+                    }
+                }
+                Ok(None) => wake_all(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox notifications interrupted; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1350 @@
+//! The outbox's guarantees, against a real PostgreSQL: the worker's mechanics with an in-memory marketplace
+//! whose failures are scripted (ordering, leases and fencing, retry, read-back, validation of SQL rows, no
+//! secrets), and the real adapters against the HTTP sandbox (every kind once in effect, injected 5xx,
+//! refusals with the API's message).
+//!
+//! Tests never sleep to wait for work: they drive the worker with `run_once`, or wait on a notification.
+//! Where time must pass (a backoff, a lease expiry) the test moves the row's clock in SQL instead.
+
+mod common;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ordersync::domain::{MarketplaceKind, Order, OrderState, RawStatus};
+use ordersync::marketplace::{
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StreamSpec, Transition,
+    TransitionRefusal,
+};
+use ordersync::outbox::worker::WorkerAccount;
+use ordersync::outbox::{
+    self, EnqueueRequest, Enqueued, OutboxError, OutboxSettings, OutboxWorker, Outcome,
+};
+use ordersync::store::accounts;
+use ordersync::store::outbox::{self as store_outbox, OperatorAction, Resolution};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "fake-secret-token-0123";
+
+/// What the fake does on the next send.
+#[derive(Debug, Clone, PartialEq)]
+enum Script {
+    Transient {
+        retry_after: Option<Duration>,
+    },
+    Reject(&'static str),
+    /// Times out after sending: applied or not.
+    Ambiguous {
+        applied: bool,
+    },
+    /// Applies the transition, then never answers (the worker is killed while waiting).
+    ApplyAndHang,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Per order, the idempotency keys applied, in order.
+    applied: HashMap<String, Vec<String>>,
+    script: VecDeque<Script>,
+    sends: usize,
+    in_flight_keys: HashMap<String, usize>,
+    in_flight_orders: HashMap<String, usize>,
+    /// The most sends of one transition, and of one order, in flight at once.
+    max_same_key: usize,
+    max_same_order: usize,
+    cancelled_orders: Vec<String>,
+}
+
+/// An in-memory marketplace with one kind, `step` (argument `n`, digits), read-back and scripted failures.
+#[derive(Default)]
+struct Fake {
+    state: Mutex<FakeState>,
+    /// Raised when a send has been applied and hangs.
+    applied_signal: Notify,
+    /// Raised on every read of an order (a worker reads the order after each success).
+    read_signal: Notify,
+}
+
+impl Fake {
+    fn script(&self, steps: impl IntoIterator<Item = Script>) {
+        self.state.lock().unwrap().script.extend(steps);
+    }
+    fn applied(&self, order: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .applied
+            .get(order)
+            .cloned()
+            .unwrap_or_default()
+    }
+    fn sends(&self) -> usize {
+        self.state.lock().unwrap().sends
+    }
+    fn order(&self, external_id: &str) -> Order {
+        let state = self.state.lock().unwrap();
+        let keys = state.applied.get(external_id).cloned().unwrap_or_default();
+        Order {
+            external_id: external_id.to_owned(),
+            order_number: None,
+            state: if state.cancelled_orders.iter().any(|o| o == external_id) {
+                OrderState::Cancelled
+            } else {
+                OrderState::Approved
+            },
+            status: RawStatus {
+                code: Some(keys.len().to_string()),
+                text: None,
+            },
+            total_amount: None,
+            shipping_amount: None,
+            currency: None,
+            customer_name: None,
+            customer_email: None,
+            shipping_city: None,
+            placed_at: None,
+            source_updated_at: None,
+            lines: Vec::new(),
+            packages: Vec::new(),
+            raw: serde_json::json!({ "applied": keys }),
+        }
+    }
+}
+
+#[async_trait]
+impl Marketplace for Fake {
+    fn streams(&self) -> Vec<StreamSpec> {
+        Vec::new()
+    }
+
+    async fn fetch_page(&self, _: &str, _: &PageRequest) -> Result<Page, MarketplaceError> {
+        Ok(Page {
+            orders: Vec::new(),
+            next: None,
+            requests: 0,
+        })
+    }
+
+    fn validate_transition(
+        &self,
+        transition: &Transition,
+        current: Option<&Order>,
+    ) -> Result<(), TransitionRefusal> {
+        if transition.kind != "step" {
+            return Err(TransitionRefusal(format!(
+                "the fake has no transition `{}` (it knows: step)",
+                transition.kind
+            )));
+        }
+        match transition.args.get("n").and_then(|n| n.as_str()) {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {}
+            _ => {
+                return Err(TransitionRefusal(
+                    "`step` needs the argument `n` (digits)".into(),
+                ));
+            }
+        }
+        if current.is_some_and(|o| o.state == OrderState::Cancelled) {
+            return Err(TransitionRefusal(format!(
+                "order `{}` is cancelled",
+                transition.order_external_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn apply_transition(
+        &self,
+        transition: &Transition,
+    ) -> Result<AppliedTransition, MarketplaceError> {
+        let key = transition.idempotency_key.clone();
+        let order = transition.order_external_id.clone();
+        let script = {
+            let mut s = self.state.lock().unwrap();
+            s.sends += 1;
+            let same_key = {
+                let n = s.in_flight_keys.entry(key.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let same_order = {
+                let n = s.in_flight_orders.entry(order.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            s.max_same_key = s.max_same_key.max(same_key);
+            s.max_same_order = s.max_same_order.max(same_order);
+            s.script.pop_front()
+        };
+        // Let other workers run while this send is "on the wire".
+        tokio::task::yield_now().await;
+        let apply = |fake: &Fake| {
+            let mut s = fake.state.lock().unwrap();
+            s.applied
+                .entry(order.clone())
+                .or_default()
+                .push(key.clone());
+        };
+        let done = |fake: &Fake| {
+            let mut s = fake.state.lock().unwrap();
+            *s.in_flight_keys.get_mut(&key).unwrap() -= 1;
+            *s.in_flight_orders.get_mut(&order).unwrap() -= 1;
+        };
+        let what = format!("POST /step/{order}?token={SECRET}");
+        let result = match script {
+            None => {
+                apply(self);
+                Ok(AppliedTransition {
+                    request_summary: what,
+                    http_status: 200,
+                    response_excerpt: format!("{{\"ok\":true,\"echo\":\"{SECRET}\"}}"),
+                })
+            }
+            Some(Script::Transient { retry_after }) => Err(MarketplaceError::Transient {
+                what,
+                detail: "HTTP 503: Service Unavailable".into(),
+                retry_after,
+                ambiguous: false,
+            }),
+            Some(Script::Reject(message)) => Err(MarketplaceError::Rejected {
+                what,
+                status: Some(400),
+                message: format!("{message} (token {SECRET})"),
+            }),
+            Some(Script::Ambiguous { applied }) => {
+                if applied {
+                    apply(self);
+                }
+                Err(MarketplaceError::Transient {
+                    what,
+                    detail: "timed out: operation timed out".into(),
+                    retry_after: None,
+                    ambiguous: true,
+                })
+            }
+            Some(Script::ApplyAndHang) => {
+                apply(self);
+                self.applied_signal.notify_one();
+                std::future::pending::<()>().await;
+                unreachable!("a pending future never completes")
+            }
+        };
+        done(self);
+        result
+    }
+
+    async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
+        self.read_signal.notify_one();
+        Ok(Some(self.order(external_id)))
+    }
+
+    fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
+        order.raw["applied"]
+            .as_array()
+            .is_some_and(|keys| keys.iter().any(|k| k == &transition.idempotency_key))
+    }
+}
+
+struct Setup {
+    db: common::TestDb,
+    account_id: i64,
+    fake: Arc<Fake>,
+}
+
+async fn setup() -> Setup {
+    let db = common::test_db().await;
+    let ids = accounts::sync_with_config(
+        &db.pool,
+        &[common::account(
+            "shop",
+            MarketplaceKind::Labs,
+            "http://127.0.0.1:1/v1",
+        )],
+    )
+    .await
+    .unwrap();
+    Setup {
+        db,
+        account_id: ids["shop"],
+        fake: Arc::new(Fake::default()),
+    }
+}
+
+fn fast() -> OutboxSettings {
+    OutboxSettings {
+        min_backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+        ..OutboxSettings::default()
+    }
+}
+
+impl Setup {
+    fn worker(&self, owner: &str, settings: OutboxSettings) -> OutboxWorker {
+        OutboxWorker::new(
+            self.db.pool.clone(),
+            WorkerAccount {
+                account_id: self.account_id,
+                name: "shop".into(),
+                kind: MarketplaceKind::Labs,
+                marketplace: self.fake.clone(),
+                secrets: vec![SECRET.to_owned()],
+            },
+            owner.to_owned(),
+            settings,
+            None,
+        )
+    }
+
+    async fn enqueue(
+        &self,
+        order: &str,
+        n: u32,
+        max_attempts: i32,
+    ) -> Result<Enqueued, OutboxError> {
+        let mut args = serde_json::Map::new();
+        args.insert("n".into(), serde_json::json!(n.to_string()));
+        outbox::enqueue(
+            &self.db.pool,
+            self.fake.as_ref(),
+            &EnqueueRequest {
+                account_id: self.account_id,
+                transition: Transition {
+                    order_external_id: order.into(),
+                    kind: "step".into(),
+                    args,
+                    idempotency_key: format!("{order}-{n}"),
+                },
+                max_attempts,
+                queued_by: "test".into(),
+            },
+        )
+        .await
+    }
+}
+
+async fn row(pool: &PgPool, id: i64) -> store_outbox::OutboxRow {
+    store_outbox::get(pool, id).await.unwrap().unwrap()
+}
+
+/// Time passes for the outbox: every scheduled attempt and every lease falls due now.
+async fn make_due(pool: &PgPool) {
+    sqlx::query(
+        "update outbox set
+            next_attempt_at = case when next_attempt_at is not null then now() - interval '1 second' end,
+            lease_expires_at = case when lease_expires_at is not null then now() - interval '1 second' end",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn transitions_run_in_order_per_order_and_once_with_many_workers() {
+    let s = setup().await;
+    let orders: Vec<String> = (0..12).map(|i| format!("O{i}")).collect();
+    for n in 0..5 {
+        for order in &orders {
+            s.enqueue(order, n, 10).await.unwrap();
+        }
+    }
+    // Every fourth send fails transiently: retries must not break the order.
+    s.fake
+        .script((0..15).map(|_| Script::Transient { retry_after: None }));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let worker = s.worker(&format!("worker-{w}"), fast());
+        let pool = s.db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut handled = 0;
+            loop {
+                match worker.run_once().await.unwrap() {
+                    Some(_) => handled += 1,
+                    None => {
+                        let open: i64 = sqlx::query_scalar(
+                            "select count(*) from outbox where state not in ('succeeded')",
+                        )
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                        if open == 0 {
+                            return handled;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    assert_eq!(
+        total,
+        60 + 15,
+        "each transition once, plus one claim per injected failure"
+    );
+    for order in &orders {
+        let expected: Vec<String> = (0..5).map(|n| format!("{order}-{n}")).collect();
+        assert_eq!(s.fake.applied(order), expected, "order {order}");
+    }
+    let state = s.fake.state.lock().unwrap();
+    assert_eq!(state.max_same_key, 1, "a transition was sent twice at once");
+    assert_eq!(
+        state.max_same_order, 1,
+        "two transitions of one order were in flight at once"
+    );
+}
+
+#[tokio::test]
+async fn transient_failures_back_off_honour_retry_after_and_end_dead() {
+    let s = setup().await;
+    let worker = s.worker("w", OutboxSettings::default());
+    let id = s.enqueue("A", 1, 3).await.unwrap().id;
+    s.fake.script([
+        Script::Transient { retry_after: None },
+        Script::Transient {
+            retry_after: Some(Duration::from_secs(600)),
+        },
+        Script::Transient { retry_after: None },
+    ]);
+
+    let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected a retry");
+    };
+    assert!(
+        delay >= Duration::from_secs(5) && delay <= Duration::from_secs(10),
+        "{delay:?}"
+    );
+    let r = row(&s.db.pool, id).await;
+    assert_eq!(r.state, "pending");
+    let wait = r.next_attempt_at.unwrap() - chrono::Utc::now();
+    assert!(
+        wait > chrono::TimeDelta::seconds(4),
+        "the schedule is persisted: {wait}"
+    );
+    assert_eq!(worker.run_once().await.unwrap(), None, "not due yet");
+
+    make_due(&s.db.pool).await;
+    let Some(Outcome::Retrying { delay, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected a retry");
+    };
+    assert!(
+        delay >= Duration::from_secs(600),
+        "Retry-After honoured: {delay:?}"
+    );
+
+    make_due(&s.db.pool).await;
+    let Some(Outcome::Dead { error, .. }) = worker.run_once().await.unwrap() else {
+        panic!("expected dead");
+    };
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    let r = row(&s.db.pool, id).await;
+    assert_eq!((r.state.as_str(), r.attempts), ("dead", 3));
+    assert!(r.finished_at.is_some());
+    assert_eq!(s.fake.sends(), 3);
+    let dead: i64 = sqlx::query_scalar("select count(*) from outbox_dead")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+
+    // An operator retries: a fresh budget, sent now.
+    assert_eq!(
+        store_outbox::retry(&s.db.pool, id).await.unwrap(),
+        OperatorAction::Done
+    );
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"]);
+    let attempts = store_outbox::attempts(&s.db.pool, id).await.unwrap();
+    assert_eq!(attempts.len(), 4);
+    assert_eq!(attempts[0].http_status, Some(503));
+    assert_eq!(attempts[3].outcome, "succeeded");
+}
+
+#[tokio::test]
+async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let first = s.enqueue("A", 1, 10).await.unwrap().id;
+    let second = s.enqueue("A", 2, 10).await.unwrap().id;
+    let other = s.enqueue("B", 1, 10).await.unwrap().id;
+    s.fake
+        .script([Script::Reject("package 77 is already shipped")]);
+
+    let Some(Outcome::Failed { id, error }) = worker.run_once().await.unwrap() else {
+        panic!("expected a failure");
+    };
+    assert_eq!(id, first);
+    assert!(error.contains("package 77 is already shipped"), "{error}");
+    let r = row(&s.db.pool, first).await;
+    assert_eq!(r.state, "failed");
+    assert!(
+        r.last_error
+            .unwrap()
+            .contains("package 77 is already shipped")
+    );
+
+    // The other order proceeds; the blocked one does not, and nothing is retried.
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: other })
+    );
+    assert_eq!(worker.run_once().await.unwrap(), None);
+    assert_eq!(s.fake.sends(), 2);
+    let blocked: (String, i64, i64) =
+        sqlx::query_as("select order_external_id, blocking_id, waiting from outbox_blocked_orders")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(blocked, ("A".to_owned(), first, 1));
+
+    // Cancel what cannot be cancelled, then what can.
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, other).await.unwrap(),
+        OperatorAction::NotAllowed {
+            state: "succeeded".into()
+        }
+    );
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, 9999).await.unwrap(),
+        OperatorAction::NotFound
+    );
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, first).await.unwrap(),
+        OperatorAction::Done
+    );
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: second })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-2"]);
+}
+
+#[tokio::test]
+async fn an_ambiguous_send_is_read_back_instead_of_sent_blindly() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let took = s.enqueue("A", 1, 10).await.unwrap().id;
+    let lost = s.enqueue("B", 1, 10).await.unwrap().id;
+    s.fake.script([
+        Script::Ambiguous { applied: true },
+        Script::Ambiguous { applied: false },
+    ]);
+
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Confirmed { id: took })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "not sent twice");
+    let outcomes: Vec<String> = store_outbox::attempts(&s.db.pool, took)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{}:{}", a.action, a.outcome))
+        .collect();
+    assert_eq!(outcomes, ["send:ambiguous", "read_back:took_effect"]);
+
+    assert!(matches!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Retrying { id, .. }) if id == lost
+    ));
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: lost })
+    );
+    assert_eq!(s.fake.applied("B"), vec!["B-1"]);
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_flight_is_taken_over_after_its_lease_and_applied_once() {
+    let s = setup().await;
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    s.fake.script([Script::ApplyAndHang]);
+    let doomed = s.worker("doomed", fast());
+    let task = tokio::spawn(async move { doomed.run_once().await });
+    s.fake.applied_signal.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    let rescuer = s.worker("rescuer", fast());
+    assert_eq!(
+        rescuer.run_once().await.unwrap(),
+        None,
+        "the lease still holds"
+    );
+    let r = row(&s.db.pool, id).await;
+    assert_eq!(
+        (r.state.as_str(), r.lease_owner.as_deref()),
+        ("running", Some("doomed"))
+    );
+
+    make_due(&s.db.pool).await;
+    assert_eq!(
+        rescuer.run_once().await.unwrap(),
+        Some(Outcome::Confirmed { id })
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "applied once in effect");
+    assert_eq!(s.fake.sends(), 1);
+    assert_eq!(row(&s.db.pool, id).await.fence, 2);
+}
+
+#[tokio::test]
+async fn completion_is_fenced_against_a_late_worker() {
+    let s = setup().await;
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    let ttl = Duration::from_secs(60);
+    let late = store_outbox::claim(&s.db.pool, s.account_id, "late", ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert!(
+        store_outbox::claim(&s.db.pool, s.account_id, "other", ttl, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a held claim is not handed out twice"
+    );
+    make_due(&s.db.pool).await;
+    let fresh = store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh[0].previous_state, "running",
+        "taken over: read back first"
+    );
+    assert!(fresh[0].fence > late[0].fence);
+    assert!(
+        !store_outbox::resolve(
+            &s.db.pool,
+            id,
+            late[0].fence,
+            Resolution::Failed { error: "late" }
+        )
+        .await
+        .unwrap(),
+        "the late worker's outcome is refused"
+    );
+    assert!(
+        !store_outbox::extend(&s.db.pool, id, late[0].fence, ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store_outbox::resolve(&s.db.pool, id, fresh[0].fence, Resolution::Succeeded)
+            .await
+            .unwrap()
+    );
+    assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
+}
+
+#[tokio::test]
+async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
+    let s = setup().await;
+    let refused = |kind: &str, args: serde_json::Value| {
+        let s = &s;
+        let transition = Transition {
+            order_external_id: "A".into(),
+            kind: kind.into(),
+            args: args.as_object().unwrap().clone(),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+        };
+        async move {
+            outbox::enqueue(
+                &s.db.pool,
+                s.fake.as_ref(),
+                &EnqueueRequest {
+                    account_id: s.account_id,
+                    transition,
+                    max_attempts: 10,
+                    queued_by: "test".into(),
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string()
+        }
+    };
+    assert!(
+        refused("fly", serde_json::json!({}))
+            .await
+            .contains("the fake has no transition `fly`")
+    );
+    assert!(
+        refused("step", serde_json::json!({"n": "x"}))
+            .await
+            .contains("needs the argument `n`")
+    );
+
+    // The order's last known state counts: a cancelled order refuses.
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .cancelled_orders
+        .push("A".into());
+    let order = s.fake.order("A");
+    ordersync::store::orders::write_page(
+        &s.db.pool,
+        ordersync::store::orders::PageWrite {
+            account_id: s.account_id,
+            marketplace: MarketplaceKind::Labs,
+            orders: std::slice::from_ref(&order),
+            window_from: None,
+            checkpoint: None,
+            lease: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused("step", serde_json::json!({"n": "1"}))
+            .await
+            .contains("order `A` is cancelled")
+    );
+
+    let first = s.enqueue("B", 1, 10).await.unwrap();
+    assert!(first.created);
+    let again = s.enqueue("B", 1, 10).await.unwrap();
+    assert_eq!(
+        again,
+        Enqueued {
+            id: first.id,
+            created: false
+        }
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn rows_queued_by_sql_are_checked_by_the_worker_and_wake_it() {
+    let s = setup().await;
+    let worker = Arc::new(s.worker(
+        "w",
+        OutboxSettings {
+            // Only a notification can wake the worker within the test.
+            poll_interval: Duration::from_secs(3600),
+            ..fast()
+        },
+    ));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn(ordersync::outbox::worker::listen(
+        s.db.pool.clone(),
+        HashMap::from([(s.account_id, wake.clone())]),
+        shutdown.clone(),
+    ));
+    let running = tokio::spawn(worker.clone().run(wake, shutdown.clone()));
+
+    let mut events = sqlx::postgres::PgListener::connect_with(&s.db.pool)
+        .await
+        .unwrap();
+    events.listen("ordersync_outbox").await.unwrap();
+
+    let invalid: i64 = sqlx::query_scalar("select ordersync_enqueue('shop', 'A', 'fly', '{}')")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    let valid: i64 = sqlx::query_scalar(
+        "insert into outbox (account_id, order_external_id, kind, args)
+         values ($1, 'B', 'step', '{\"n\": \"7\"}') returning id",
+    )
+    .bind(s.account_id)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        events.recv().await.unwrap().payload(),
+        s.account_id.to_string()
+    );
+
+    // The worker reads the order back after the valid row succeeded; the invalid row was claimed no later
+    // (it was queued first), and shutdown lets claimed work finish. The timeout only keeps a broken worker
+    // from hanging the test.
+    tokio::time::timeout(Duration::from_secs(30), s.fake.read_signal.notified())
+        .await
+        .expect("the worker was not woken by the notification");
+    shutdown.cancel();
+    running.await.unwrap();
+    listener.await.unwrap();
+
+    let r = row(&s.db.pool, invalid).await;
+    assert_eq!(r.state, "failed");
+    assert!(
+        r.last_error
+            .unwrap()
+            .contains("invalid transition: the fake has no transition `fly`")
+    );
+    assert_eq!(row(&s.db.pool, valid).await.state, "succeeded");
+    assert_eq!(
+        s.fake.applied("B"),
+        vec![row(&s.db.pool, valid).await.idempotency_key]
+    );
+
+    // Arguments that are not an object never get in.
+    let bad = sqlx::query(
+        "insert into outbox (account_id, order_external_id, kind, args) values ($1, 'C', 'step', '[]')",
+    )
+    .bind(s.account_id)
+    .execute(&s.db.pool)
+    .await;
+    assert!(bad.is_err());
+    // An unknown account is refused by the function.
+    let unknown = sqlx::query("select ordersync_enqueue('nobody', 'A', 'step')")
+        .execute(&s.db.pool)
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("no account named nobody"));
+}
+
+/// Collects log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_attempts_table_or_the_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    s.enqueue("A", 1, 10).await.unwrap();
+    s.enqueue("B", 1, 10).await.unwrap();
+    s.enqueue("C", 1, 10).await.unwrap();
+    s.fake.script([
+        Script::Reject("refused"),
+        Script::Transient { retry_after: None },
+    ]);
+    while worker.run_once().await.unwrap().is_some() {}
+
+    let dump: String = sqlx::query_scalar(
+        "select coalesce(string_agg(t::text, ' '), '') from (
+            select a::text as t from outbox_attempts a union all select o::text from outbox o) x",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert!(dump.contains("***"), "redacted values are recorded: {dump}");
+    assert!(!dump.contains(SECRET), "secret in the database: {dump}");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("refused"), "{logs}");
+    assert!(!logs.contains(SECRET), "secret in the logs: {logs}");
+}
+
+/// The real adapters against the sandbox.
+mod live {
+    use super::*;
+    use ordersync::http::HttpClient;
+    use ordersync::poller::{AccountPoller, NoProgress, PollSettings, RunMode};
+    use ordersync::sandbox::faults::FaultPlan;
+    use ordersync::sandbox::{Api, Sandbox, SandboxConfig};
+    use serde_json::json;
+
+    pub struct Live {
+        pub db: common::TestDb,
+        pub sandbox: Sandbox,
+        pub account_id: i64,
+        pub kind: MarketplaceKind,
+        pub marketplace: Arc<dyn Marketplace>,
+    }
+
+    /// A sandbox, a database holding the account's orders (polled once), and the account's adapter.
+    pub async fn live(api: Api, kind: MarketplaceKind) -> Live {
+        let sandbox = Sandbox::start(SandboxConfig {
+            // Enough orders that every package status a transition starts from is present.
+            orders_per_api: 600,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        // Fresh orders await the seller's approval.
+        sandbox.add_orders(api, 10);
+        let db = common::test_db().await;
+        let account = common::account("shop", kind, &sandbox.base_url(api));
+        let ids = accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
+            .await
+            .unwrap();
+        let http = HttpClient::new(
+            &account.http_settings(),
+            account.credentials.secret_values(),
+        )
+        .unwrap();
+        let marketplace: Arc<dyn Marketplace> = Arc::from(ordersync::marketplace::build(
+            &account,
+            http,
+            &HashMap::new(),
+        ));
+        let poller = AccountPoller::new(
+            db.pool.clone(),
+            ids["shop"],
+            account,
+            marketplace.clone(),
+            "test".into(),
+            PollSettings::default(),
+        );
+        poller
+            .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+            .await;
+        Live {
+            db,
+            sandbox,
+            account_id: ids["shop"],
+            kind,
+            marketplace,
+        }
+    }
+
+    impl Live {
+        pub fn worker(&self, settings: OutboxSettings) -> OutboxWorker {
+            OutboxWorker::new(
+                self.db.pool.clone(),
+                WorkerAccount {
+                    account_id: self.account_id,
+                    name: "shop".into(),
+                    kind: self.kind,
+                    marketplace: self.marketplace.clone(),
+                    secrets: Vec::new(),
+                },
+                "live-worker".into(),
+                settings,
+                None,
+            )
+        }
+
+        pub async fn enqueue(
+            &self,
+            order: &str,
+            kind: &str,
+            args: serde_json::Value,
+        ) -> Result<Enqueued, OutboxError> {
+            outbox::enqueue(
+                &self.db.pool,
+                self.marketplace.as_ref(),
+                &EnqueueRequest {
+                    account_id: self.account_id,
+                    transition: Transition {
+                        order_external_id: order.into(),
+                        kind: kind.into(),
+                        args: args.as_object().unwrap().clone(),
+                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    },
+                    max_attempts: 50,
+                    queued_by: "test".into(),
+                },
+            )
+            .await
+        }
+
+        /// (order, package) pairs whose package has one of `codes`, each order only once.
+        pub async fn packages(&self, codes: &[&str]) -> Vec<(String, String)> {
+            sqlx::query_as(
+                "select distinct on (o.external_id) o.external_id, p.external_id
+                 from order_packages p join orders o on o.id = p.order_id
+                 where o.account_id = $1 and p.status_code = any($2)
+                 order by o.external_id, p.external_id",
+            )
+            .bind(self.account_id)
+            .bind(codes)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// Orders all of whose packages have one of `codes`.
+        pub async fn orders_all_in(&self, codes: &[&str]) -> Vec<String> {
+            sqlx::query_scalar(
+                "select o.external_id from orders o
+                 where o.account_id = $1
+                   and exists (select 1 from order_packages p where p.order_id = o.id)
+                   and not exists (select 1 from order_packages p
+                                   where p.order_id = o.id and not (p.status_code = any($2)))
+                 order by o.external_id",
+            )
+            .bind(self.account_id)
+            .bind(codes)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// Runs the worker until nothing is due.
+        pub async fn drain(&self, worker: &OutboxWorker) -> Vec<Outcome> {
+            let mut outcomes = Vec::new();
+            while let Some(outcome) = worker.run_once().await.unwrap() {
+                outcomes.push(outcome);
+            }
+            outcomes
+        }
+    }
+
+    /// Queues one transition of every allesgo kind, each on an order of its own, where the order's state
+    /// allows it. Returns (kind, outbox id, order).
+    async fn queue_every_allesgo_kind(l: &Live) -> Vec<(&'static str, i64, String)> {
+        let mut used: Vec<String> = Vec::new();
+        let mut queued = Vec::new();
+        let package_kinds: [(&str, &[&str], serde_json::Value); 6] = [
+            ("accept", &["2"], json!({})),
+            (
+                "postpone",
+                &["2", "3"],
+                json!({"reason": "Stok bekleniyor"}),
+            ),
+            (
+                "ship",
+                &["3"],
+                json!({"company_id": "2", "shipping_code": "TR123456789"}),
+            ),
+            (
+                "reject-cancel",
+                &["8"],
+                json!({"reason": "Kargoya verilmek üzere"}),
+            ),
+            (
+                "accept-return",
+                &["11"],
+                json!({"message": "İade kabul edildi"}),
+            ),
+            (
+                "reject-return",
+                &["11"],
+                json!({"reason": "Ürün kullanılmış"}),
+            ),
+        ];
+        for (kind, codes, extra) in package_kinds {
+            let candidates = l.packages(codes).await;
+            let (order, package) = candidates
+                .into_iter()
+                .find(|(o, _)| !used.contains(o))
+                .unwrap_or_else(|| panic!("the sandbox has no package for {kind}"));
+            let mut args = extra.as_object().unwrap().clone();
+            args.insert("package_id".into(), json!(package));
+            let id = l
+                .enqueue(&order, kind, serde_json::Value::Object(args))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            used.push(order.clone());
+            queued.push((kind, id, order));
+        }
+        for (kind, codes) in [
+            ("cancel", &["2", "3", "4", "15"][..]),
+            ("accept-cancel", &["8"][..]),
+        ] {
+            let order = l
+                .orders_all_in(codes)
+                .await
+                .into_iter()
+                .find(|o| !used.contains(o))
+                .unwrap_or_else(|| panic!("the sandbox has no order for {kind}"));
+            let id = l
+                .enqueue(&order, kind, json!({"reason": "Müşteri talebi"}))
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            used.push(order.clone());
+            queued.push((kind, id, order));
+        }
+        queued
+    }
+
+    /// Each transition shows exactly one call that changed the sandbox: the call to its action naming
+    /// its package (package actions) or its order (order actions).
+    async fn assert_one_effect_each(l: &Live, queued: &[(&str, i64, String)]) {
+        let effects: Vec<_> = l
+            .sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.effect.is_some())
+            .collect();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (kind, id, order) in queued {
+            let args = row(&l.db.pool, *id).await.args;
+            let needle = args["package_id"].as_str().unwrap_or(order).to_owned();
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.path.contains(&format!("/order/{kind}/"))
+                        && e.body.as_deref().is_some_and(|b| b.contains(&needle))
+                })
+                .count();
+            assert_eq!(calls, 1, "{kind} of order {order}: {effects:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_allesgo_kind_succeeds_with_one_effective_call() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let queued = queue_every_allesgo_kind(&l).await;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        for (kind, id, _) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{kind}: {:?}", r.last_error);
+        }
+        assert_one_effect_each(&l, &queued).await;
+        // The orders were read again: the accepted package shows allesgo's new status.
+        let (_, accept_id, order) = &queued[0];
+        let package = row(&l.db.pool, *accept_id).await.args["package_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let code: String = sqlx::query_scalar(
+            "select p.status_code from order_packages p join orders o on o.id = p.order_id
+             where o.external_id = $1 and p.external_id = $2",
+        )
+        .bind(order)
+        .bind(&package)
+        .fetch_one(&l.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(code, "3", "accepted package is approved in the database");
+    }
+
+    #[tokio::test]
+    async fn with_injected_server_errors_every_transition_still_succeeds_once() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let queued = queue_every_allesgo_kind(&l).await;
+        l.sandbox.clear_audit();
+        l.sandbox.set_faults(
+            Api::Allesgo,
+            FaultPlan {
+                server_error_rate: 0.1,
+                ..FaultPlan::default()
+            },
+        );
+        l.drain(&l.worker(fast())).await;
+        for (kind, id, _) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{kind}: {:?}", r.last_error);
+        }
+        assert_one_effect_each(&l, &queued).await;
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_fails_with_the_api_message_after_one_call() {
+        let l = live(Api::Allesgo, MarketplaceKind::Allesgo).await;
+        let (order, package) = l.packages(&["3"]).await.remove(0);
+        let id = l
+            .enqueue(
+                &order,
+                "ship",
+                json!({"package_id": package, "company_id": "99", "shipping_code": "TR1"}),
+            )
+            .await
+            .unwrap()
+            .id;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert!(
+            matches!(&outcomes[..], [Outcome::Failed { error, .. }] if error.contains("Geçersiz company_id: 99")),
+            "{outcomes:?}"
+        );
+        let r = row(&l.db.pool, id).await;
+        assert_eq!(r.state, "failed");
+        assert!(r.last_error.unwrap().contains("Geçersiz company_id: 99"));
+        let calls = l
+            .sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.path.contains("/order/ship/"))
+            .count();
+        assert_eq!(calls, 1, "no retry of a permanent refusal");
+        let attempts = store_outbox::attempts(&l.db.pool, id).await.unwrap();
+        assert_eq!(attempts[0].http_status, Some(400));
+        assert!(
+            !format!("{attempts:?}").contains("sandbox-allesgo-token"),
+            "{attempts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn gittigidiyor_refuses_every_transition_with_the_reason() {
+        let l = live(Api::Gittigidiyor, MarketplaceKind::Gittigidiyor).await;
+        let refused = l.enqueue("123", "accept", json!({})).await.unwrap_err();
+        assert!(matches!(refused, OutboxError::Refused(_)));
+        assert!(refused.to_string().contains("pull-only"), "{refused}");
+    }
+}
+
+/// `ordersync outbox …` as an operator uses it: the real binary, a configuration file, real PostgreSQL.
+mod cli {
+    use std::io::Write;
+    use std::process::{Command, Output};
+
+    const CONFIG: &str = r#"
+[[accounts]]
+name = "shop"
+marketplace = "allesgo"
+base_url = "http://127.0.0.1:1/allesgo"
+store_id = "4242"
+access_token = { env = "OUTBOX_TEST_TOKEN" }
+
+[[accounts]]
+name = "gg"
+marketplace = "gittigidiyor"
+base_url = "http://127.0.0.1:1/gg"
+api_key = { env = "OUTBOX_TEST_TOKEN" }
+secret_key = { env = "OUTBOX_TEST_TOKEN" }
+username = "role"
+password = { env = "OUTBOX_TEST_TOKEN" }
+"#;
+
+    fn ordersync(db_url: &str, config: &std::path::Path, args: &[&str]) -> (i32, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ORDERSYNC") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        let output: Output = command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("DATABASE_URL", db_url)
+            .env("OUTBOX_TEST_TOKEN", "cli-secret-token-42")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !text.contains("cli-secret-token-42"),
+            "secret leaked: {text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        (output.status.code().unwrap_or(-1), text)
+    }
+
+    #[tokio::test]
+    async fn add_list_cancel_retry_and_refusals_exit_2() {
+        let db = super::common::test_db().await;
+        let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        config.write_all(CONFIG.as_bytes()).unwrap();
+        let run = |args: &[&str]| ordersync(&db.url, config.path(), args);
+
+        let (code, out) = run(&["outbox", "add", "--account", "gg", "--order", "1", "accept"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("pull-only"), "{out}");
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "nope",
+            "--order",
+            "1",
+            "accept",
+        ]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("no account named `nope`"), "{out}");
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+        ]);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains("package_id"),
+            "the reason names the argument: {out}"
+        );
+
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+            "--arg",
+            "package_id=abc",
+            "--idempotency-key",
+            "k1",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("queued transition 1: accept of order 1001 on shop"),
+            "{out}"
+        );
+        let (code, out) = run(&[
+            "outbox",
+            "add",
+            "--account",
+            "shop",
+            "--order",
+            "1001",
+            "accept",
+            "--arg",
+            "package_id=abc",
+            "--idempotency-key",
+            "k1",
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("already queued as transition 1"), "{out}");
+
+        let (code, out) = run(&["outbox", "list", "--state", "pending"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("1001") && out.contains("accept") && out.contains("pending"),
+            "{out}"
+        );
+        let (code, out) = run(&["outbox", "list", "--state", "bogus"]);
+        assert_eq!(code, 2, "{out}");
+
+        let (code, out) = run(&["outbox", "cancel", "1"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("transition 1 is cancelled"), "{out}");
+        let (code, out) = run(&["outbox", "cancel", "1"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("transition 1 is cancelled: only"), "{out}");
+        let (code, out) = run(&["outbox", "retry", "1"]);
+        assert_eq!(code, 2, "{out}");
+        let (code, out) = run(&["outbox", "retry", "99"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("there is no transition 99"), "{out}");
+
+        sqlx::query("update outbox set state = 'failed', finished_at = now(), next_attempt_at = null where id = 1")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let (code, out) = run(&["outbox", "retry", "1"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("transition 1 is pending again"), "{out}");
+    }
+}
