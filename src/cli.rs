@@ -65,6 +65,29 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Run the daemon against the five fake marketplaces, on DATABASE_URL or an embedded PostgreSQL.
+    Demo {
+        /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C otherwise.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Where the embedded PostgreSQL cluster is kept (unused when DATABASE_URL is set).
+        #[arg(long, default_value = ".ordersync/postgres")]
+        data_dir: PathBuf,
+        /// Orders each fake marketplace starts with.
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+        /// Only start the demo database and print its URL, for psql, until Ctrl-C.
+        #[arg(long)]
+        db_only: bool,
+    },
+    /// Serve only the five fake marketplaces, and print a configuration pointing at them.
+    Sandbox {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Orders each fake marketplace starts with.
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +152,12 @@ pub async fn execute(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo's own summary is the output; the daemon's routine lines would drown it.
+        log.level = "warn".to_owned();
+    }
+    crate::telemetry::init(&log);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -147,6 +175,23 @@ pub async fn execute(cli: Cli) -> ExitCode {
             until,
         } => sync(&settings, &account, since.zip(until)).await,
         Command::Outbox { command } => outbox_command(&settings, command).await,
+        Command::Demo {
+            duration,
+            data_dir,
+            orders,
+            db_only,
+        } => {
+            let options = crate::demo::DemoOptions {
+                duration,
+                data_dir,
+                orders,
+                db_only,
+            };
+            crate::demo::run(settings, options, shutdown_signal()).await
+        }
+        Command::Sandbox { port, orders } => {
+            crate::demo::serve_sandbox(port, orders, shutdown_signal()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
