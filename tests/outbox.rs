@@ -1185,6 +1185,395 @@ mod live {
         );
     }
 
+    impl Live {
+        /// Orders whose stored raw status (the text, else the code) is one of `statuses`, in id order.
+        pub async fn orders_in(&self, statuses: &[&str]) -> Vec<String> {
+            sqlx::query_scalar(
+                "select external_id from orders
+                 where account_id = $1 and coalesce(status_text, status_code) = any($2)
+                 order by id",
+            )
+            .bind(self.account_id)
+            .bind(statuses)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// The stored raw status (the text, else the code) and canonical state of an order.
+        pub async fn stored(&self, order: &str) -> (String, String) {
+            sqlx::query_as(
+                "select coalesce(status_text, status_code), state from orders
+                 where account_id = $1 and external_id = $2",
+            )
+            .bind(self.account_id)
+            .bind(order)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// The requests the sandbox answered with operation `operation`.
+        pub fn calls(&self, operation: &str) -> Vec<ordersync::sandbox::audit::AuditEntry> {
+            self.sandbox
+                .audit()
+                .into_iter()
+                .filter(|e| e.operation == operation)
+                .collect()
+        }
+
+        /// The requests that changed the sandbox.
+        pub fn effects(&self) -> Vec<ordersync::sandbox::audit::AuditEntry> {
+            self.sandbox
+                .audit()
+                .into_iter()
+                .filter(|e| e.effect.is_some())
+                .collect()
+        }
+
+        /// Queues with the SQL function, as another program would (not checked until the worker takes it).
+        pub async fn enqueue_sql(&self, order: &str, kind: &str, args: serde_json::Value) -> i64 {
+            sqlx::query_scalar("select ordersync_enqueue('shop', $1, $2, $3)")
+                .bind(order)
+                .bind(kind)
+                .bind(args)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap()
+        }
+
+        /// Asserts that transition `id` failed after exactly one attempt, with `message` in its error.
+        pub async fn assert_failed_once(&self, id: i64, outcomes: &[Outcome], message: &str) {
+            assert!(
+                matches!(outcomes, [Outcome::Failed { error, .. }] if error.contains(message)),
+                "{outcomes:?}"
+            );
+            let r = row(&self.db.pool, id).await;
+            assert_eq!(r.state, "failed");
+            assert_eq!(r.attempts, 1, "no retry of a permanent refusal");
+            assert!(r.last_error.unwrap().contains(message));
+            // Nothing more is due: a failed transition waits for an operator.
+            make_due(&self.db.pool).await;
+            assert!(self.worker(fast()).run_once().await.unwrap().is_none());
+        }
+    }
+
+    /// The body of an audited request as JSON (`Null` when it has none or it is not JSON).
+    fn body_json(entry: &ordersync::sandbox::audit::AuditEntry) -> serde_json::Value {
+        entry
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn every_c2c_state_is_set_with_one_effective_call() {
+        let l = live(Api::C2c, MarketplaceKind::C2c).await;
+        let mut queued = Vec::new();
+        // Each target from a status the document's flow allows it from; the second spelled loosely.
+        for (from, target, expected_state) in [
+            ("Ödeme Bekliyor", "Onay Bekliyor", "awaiting_approval"),
+            ("Onay Bekliyor", "hazirlaniyor", "preparing"),
+            ("Hazırlanıyor", "Kargoya Verildi", "shipped"),
+        ] {
+            let order = l
+                .orders_in(&[from])
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("the sandbox has no order in {from}"));
+            let id = l
+                .enqueue(&order, "set-state", json!({ "state": target }))
+                .await
+                .unwrap_or_else(|e| panic!("{target} of {order}: {e}"))
+                .id;
+            queued.push((id, order, expected_state));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, expected_state) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{order}: {:?}", r.last_error);
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == "UpdateOrderStateByOrderCode"
+                        && body_json(e)["SiparisKodlari"] == json!([order])
+                })
+                .count();
+            assert_eq!(calls, 1, "{order}: {effects:#?}");
+            // Read back after the success: the database shows C2C's new status.
+            let (_, state) = l.stored(order).await;
+            assert_eq!(&state, expected_state, "{order}");
+        }
+        assert_eq!(
+            l.stored(&queued[2].1).await.0,
+            "Kargoya Verildi",
+            "the raw status text is the marketplace's"
+        );
+    }
+
+    #[tokio::test]
+    async fn c2c_refuses_a_disallowed_move_per_order_and_it_fails_without_retry() {
+        let l = live(Api::C2c, MarketplaceKind::C2c).await;
+        // The adapter lets a move back through (the document does not forbid it); C2C's answer decides.
+        let order = l.orders_in(&["Hazırlanıyor"]).await.remove(0);
+        let id = l
+            .enqueue(&order, "set-state", json!({"state": "Onay Bekliyor"}))
+            .await
+            .unwrap()
+            .id;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(id, &outcomes, "yapılamaz").await;
+        assert_eq!(l.calls("UpdateOrderStateByOrderCode").len(), 1);
+        assert!(l.effects().is_empty());
+        let r = row(&l.db.pool, id).await;
+        assert!(
+            r.last_error.unwrap().contains(&order),
+            "C2C's own message names the order"
+        );
+    }
+
+    #[tokio::test]
+    async fn i1_rejects_items_with_one_effective_call_each() {
+        let l = live(Api::I1, MarketplaceKind::I1).await;
+        // One item awaiting approval and one whose package waits: both before packaging.
+        let mut queued = Vec::new();
+        for code in ["100", "300"] {
+            let (order, item): (String, String) = sqlx::query_as(
+                "select o.external_id, l.external_id from order_lines l join orders o on o.id = l.order_id
+                 where o.account_id = $1 and l.status_code = $2
+                 order by o.id, l.position limit 1",
+            )
+            .bind(l.account_id)
+            .bind(code)
+            .fetch_one(&l.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("no item in {code}: {e}"));
+            let id = l
+                .enqueue(&order, "reject-item", json!({ "item_id": item }))
+                .await
+                .unwrap_or_else(|e| panic!("reject {item} of {order}: {e}"))
+                .id;
+            queued.push((id, order, item));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, item) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{item}: {:?}", r.last_error);
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == "order-items.reject"
+                        && e.path == format!("/order-items/{item}/reject/")
+                })
+                .count();
+            assert_eq!(calls, 1, "{item}: {effects:#?}");
+            let attempts = store_outbox::attempts(&l.db.pool, *id).await.unwrap();
+            assert_eq!(attempts[0].http_status, Some(204));
+            // Read back after the success: the database shows the item rejected.
+            let (code, state): (Option<String>, String) = sqlx::query_as(
+                "select l.status_code, l.state from order_lines l join orders o on o.id = l.order_id
+                 where o.account_id = $1 and o.external_id = $2 and l.external_id = $3",
+            )
+            .bind(l.account_id)
+            .bind(order)
+            .bind(item)
+            .fetch_one(&l.db.pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                (code.as_deref(), state.as_str()),
+                (Some("900"), "rejected"),
+                "{item}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn i1_refuses_an_item_packaged_meanwhile_with_400_and_it_fails_without_retry() {
+        let l = live(Api::I1, MarketplaceKind::I1).await;
+        // Valid when queued (the item waits for its package); packaged before the worker sends it.
+        let (order, item): (String, String) = sqlx::query_as(
+            "select o.external_id, l.external_id from order_lines l join orders o on o.id = l.order_id
+             where o.account_id = $1 and o.status_code = '300' and l.status_code = '300'
+             order by o.id, l.position limit 1",
+        )
+        .bind(l.account_id)
+        .fetch_one(&l.db.pool)
+        .await
+        .unwrap();
+        let id = l
+            .enqueue(&order, "reject-item", json!({ "item_id": item }))
+            .await
+            .unwrap()
+            .id;
+        assert!(l.sandbox.change_order(Api::I1, &order));
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(id, &outcomes, "Packaged order items cannot be rejected.")
+            .await;
+        assert_eq!(l.calls("order-items.reject").len(), 1);
+        assert!(l.effects().is_empty());
+        let attempts = store_outbox::attempts(&l.db.pool, id).await.unwrap();
+        assert_eq!(attempts[0].http_status, Some(400));
+        assert!(
+            !format!("{attempts:?}").contains("sandbox-i1-token"),
+            "{attempts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_labs_kind_succeeds_with_one_effective_call() {
+        let l = live(Api::Labs, MarketplaceKind::Labs).await;
+        let mut orders = l.orders_in(&["PENDING_APPROVE", "PENDING_APPROVED"]).await;
+        let waiting = orders.remove(0);
+        let to_delete = orders.remove(0);
+        let created = l.orders_in(&["CREATED"]).await.remove(0);
+        let preparing = l.orders_in(&["PREPARING"]).await.remove(0);
+        let invoiced = l.orders_in(&["COMPLETED"]).await.remove(0);
+        let order_id = |o: &str| json!(o.parse::<u64>().unwrap());
+        // (order, kind, args, the sandbox operation, the list status read back)
+        let plan = [
+            (
+                &waiting,
+                "set-status",
+                json!({"status_code": 1}),
+                "orders.status",
+                Some("CREATED"),
+            ),
+            (
+                &created,
+                "set-status",
+                json!({"status_code": 2}),
+                "orders.status",
+                Some("PREPARING"),
+            ),
+            (
+                &preparing,
+                "set-status",
+                json!({"status_code": 5}),
+                "orders.status",
+                Some("COMPLETED"),
+            ),
+            (&to_delete, "delete", json!({}), "orders.delete", None),
+            (
+                &invoiced,
+                "invoice-link",
+                json!({
+                    "invoice_link": "https://faturalar.example.com/2024/ABC2024000000123.pdf",
+                    "invoice_number": "ABC2024000000123",
+                    "invoice_date_time": "1717232400",
+                    "marketplace": "trendyol",
+                }),
+                "orders.invoice-link",
+                Some("COMPLETED"),
+            ),
+        ];
+        let mut queued = Vec::new();
+        for (order, kind, args, operation, status) in plan {
+            let id = l
+                .enqueue(order, kind, args)
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            queued.push((id, order.clone(), kind, operation, status));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, kind, operation, status) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(
+                r.state, "succeeded",
+                "{kind} of {order}: {:?}",
+                r.last_error
+            );
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == *operation
+                        && match *kind {
+                            "delete" => e.path == format!("/orders/{order}"),
+                            "invoice-link" => {
+                                body_json(e)["payload"][0]["orderId"] == order_id(order)
+                            }
+                            _ => body_json(e)["orderId"] == order_id(order),
+                        }
+                })
+                .count();
+            assert_eq!(calls, 1, "{kind} of {order}: {effects:#?}");
+            if let Some(status) = status {
+                // Read back after the success: the database shows Labs' new status.
+                assert_eq!(l.stored(order).await.0, *status, "{kind} of {order}");
+            }
+        }
+        assert!(
+            !l.sandbox
+                .orders(Api::Labs)
+                .iter()
+                .any(|o| o.external_id == to_delete),
+            "the deleted order is gone from Labs"
+        );
+    }
+
+    #[tokio::test]
+    async fn labs_refuses_backwards_before_sending_and_a_stale_move_by_its_answer() {
+        let l = live(Api::Labs, MarketplaceKind::Labs).await;
+        let created = l.orders_in(&["CREATED"]).await.remove(0);
+        // Backwards: refused when queued by ordersync, and failed unsent when queued by SQL.
+        let refused = l
+            .enqueue(&created, "set-status", json!({"status_code": 0}))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("only move forward"),
+            "{refused}"
+        );
+        let backwards = l
+            .enqueue_sql(&created, "set-status", json!({"status_code": 0}))
+            .await;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(backwards, &outcomes, "only move forward")
+            .await;
+        assert!(l.sandbox.audit().is_empty(), "{:#?}", l.sandbox.audit());
+        store_outbox::cancel(&l.db.pool, backwards).await.unwrap();
+
+        // Forward when queued, not any more when sent: Labs answers HTTP 200 with an error status.
+        let waiting = l
+            .orders_in(&["PENDING_APPROVE", "PENDING_APPROVED"])
+            .await
+            .remove(0);
+        let stale = l
+            .enqueue(&waiting, "set-status", json!({"status_code": 1}))
+            .await
+            .unwrap()
+            .id;
+        assert!(l.sandbox.change_order(Api::Labs, &waiting));
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(
+            stale,
+            &outcomes,
+            "Sipariş durumu geriye doğru güncellenemez.",
+        )
+        .await;
+        assert_eq!(l.calls("orders.status").len(), 1);
+        assert!(l.effects().is_empty());
+    }
+
     #[tokio::test]
     async fn gittigidiyor_refuses_every_transition_with_the_reason() {
         let l = live(Api::Gittigidiyor, MarketplaceKind::Gittigidiyor).await;
