@@ -1737,3 +1737,107 @@ password = { env = "OUTBOX_TEST_TOKEN" }
         assert!(out.contains("transition 1 is pending again"), "{out}");
     }
 }
+
+/// The `[outbox]` section of the configuration.
+mod config {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use ordersync::config::{ConfigError, LoadOptions, OutboxConfig, Settings};
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        Settings::load(&LoadOptions {
+            file: Some(file.path().to_owned()),
+            base_dir: Some(env!("CARGO_MANIFEST_DIR").into()),
+            env: Some(
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        })
+        .map(|(settings, _)| settings)
+    }
+
+    fn refused(text: &str) -> String {
+        match load(text, &[]) {
+            Ok(settings) => panic!("accepted: {:?}", settings.outbox),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_files_hold_the_defaults_and_every_key_can_be_set() {
+        assert_eq!(load("", &[]).unwrap().outbox, OutboxConfig::default());
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+                .unwrap();
+        let section = example
+            .split("[outbox]")
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap();
+        for key in [
+            "concurrency",
+            "lease",
+            "poll_interval",
+            "min_backoff",
+            "max_backoff",
+            "max_attempts",
+        ] {
+            assert!(
+                section.contains(&format!("\n{key} = ")),
+                "config/example.toml describes outbox.{key}"
+            );
+        }
+
+        let settings = load(
+            "[outbox]\nconcurrency = 2\nlease = \"90s\"\npoll_interval = \"1s\"\nmin_backoff = \"250ms\"\nmax_backoff = \"1m\"\nmax_attempts = 3\n",
+            &[("ORDERSYNC__OUTBOX__CONCURRENCY", "8")],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.outbox,
+            OutboxConfig {
+                concurrency: 8,
+                lease: Duration::from_secs(90),
+                poll_interval: Duration::from_secs(1),
+                min_backoff: Duration::from_millis(250),
+                max_backoff: Duration::from_secs(60),
+                max_attempts: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_values_and_unknown_keys_name_the_key() {
+        for (text, key) in [
+            ("[outbox]\nconcurrency = 0\n", "outbox.concurrency"),
+            ("[outbox]\nlease = \"0s\"\n", "outbox.lease"),
+            ("[outbox]\nlease = \"soon\"\n", "outbox.lease"),
+            ("[outbox]\npoll_interval = \"0s\"\n", "outbox.poll_interval"),
+            ("[outbox]\nmin_backoff = \"0s\"\n", "outbox.min_backoff"),
+            (
+                "[outbox]\nmin_backoff = \"1m\"\nmax_backoff = \"10s\"\n",
+                "outbox.max_backoff",
+            ),
+            ("[outbox]\nmax_attempts = 0\n", "outbox.max_attempts"),
+            ("[outbox]\nmax_attempts = 1001\n", "outbox.max_attempts"),
+            ("[outbox]\nlease_ttl = \"1m\"\n", "lease_ttl"),
+        ] {
+            let error = refused(text);
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let error = refused(
+            "[outbox]\nlease = \"20s\"\n[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = \"t\"\ntimeout = \"30s\"\n",
+        );
+        assert!(
+            error.contains("outbox.lease") && error.contains("accounts[0].timeout = 30s"),
+            "{error}"
+        );
+    }
+}
