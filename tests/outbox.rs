@@ -1,7 +1,8 @@
 //! The outbox's guarantees, against a real PostgreSQL: the worker's mechanics with an in-memory marketplace
 //! whose failures are scripted (ordering, leases and fencing, retry, read-back, validation of SQL rows, no
-//! secrets), and the real adapters against the HTTP sandbox (every kind once in effect, injected 5xx,
-//! refusals with the API's message).
+//! secrets); the real adapters against the HTTP sandbox (every kind of allesgo, c2c, i1 and labs once in
+//! effect and read back, injected 5xx, each API's permanent refusal with its message); the `[outbox]`
+//! configuration; and the running daemon pushing a transition queued with `ordersync outbox add`.
 //!
 //! Tests never sleep to wait for work: they drive the worker with `run_once`, or wait on a notification.
 //! Where time must pass (a backoff, a lease expiry) the test moves the row's clock in SQL instead.
@@ -1839,5 +1840,190 @@ mod config {
             error.contains("outbox.lease") && error.contains("accounts[0].timeout = 30s"),
             "{error}"
         );
+    }
+}
+
+/// The running daemon: `ordersync outbox add` queues, the daemon's worker (woken by NOTIFY, its polling
+/// an hour away) pushes the transition to the sandbox once, and the shutdown future stops it.
+mod daemon {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use ordersync::config::{LoadOptions, Settings};
+    use ordersync::sandbox::{Api, Sandbox, SandboxConfig};
+    use sqlx::postgres::{PgListener, PgPool};
+    use tokio_util::sync::CancellationToken;
+
+    const TOKEN_VAR: &str = "DAEMON_TEST_LABS_TOKEN";
+
+    /// Test-only triggers in the test's own database, so the test waits on notifications instead of
+    /// polling: `test_runs` when a poll run ends, `test_outbox` when a transition changes state.
+    async fn signal_progress(pool: &PgPool) {
+        for statement in [
+            "create function test_run_ended() returns trigger language plpgsql as $$
+             begin
+                 if new.outcome <> 'running' then
+                     perform pg_notify('test_runs', new.outcome);
+                 end if;
+                 return null;
+             end $$",
+            "create trigger test_run_ended after insert or update on sync_runs
+             for each row execute function test_run_ended()",
+            "create function test_outbox_state() returns trigger language plpgsql as $$
+             begin
+                 perform pg_notify('test_outbox', new.id || ':' || new.state);
+                 return null;
+             end $$",
+            "create trigger test_outbox_state after insert or update of state on outbox
+             for each row execute function test_outbox_state()",
+        ] {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+    }
+
+    /// Waits for a notification on `channel` whose payload satisfies `wanted`.
+    async fn wait_for(listener: &mut PgListener, channel: &str, wanted: impl Fn(&str) -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let n = listener.recv().await.unwrap();
+                if n.channel() == channel && wanted(n.payload()) {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no matching notification on {channel}"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transition_queued_by_the_cli_is_pushed_once_by_the_running_daemon() {
+        let sandbox = Sandbox::start(SandboxConfig {
+            orders_per_api: 40,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        sandbox.add_orders(Api::Labs, 3);
+        let db = super::common::test_db().await;
+        signal_progress(&db.pool).await;
+        let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+        listener
+            .listen_all(["test_runs", "test_outbox"])
+            .await
+            .unwrap();
+
+        // The first scheduled poll is a year away at most and the worker's own polling an hour: only the
+        // start-up poll and notifications make anything happen while the test runs.
+        let config = format!(
+            r#"
+[outbox]
+poll_interval = "1h"
+min_backoff = "100ms"
+max_backoff = "1s"
+
+[[accounts]]
+name = "shop"
+marketplace = "labs"
+base_url = "{}"
+schedule = "0 0 0 1 1 *"
+requests_per_second = 1000
+timeout = "5s"
+token = {{ env = "{TOKEN_VAR}" }}
+"#,
+            sandbox.base_url(Api::Labs)
+        );
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let token_value = sandbox.credentials().labs_token.clone();
+        let (settings, _) = Settings::load(&LoadOptions {
+            file: Some(file.path().to_owned()),
+            base_dir: Some(env!("CARGO_MANIFEST_DIR").into()),
+            env: Some(HashMap::from([(TOKEN_VAR.to_owned(), token_value.clone())])),
+        })
+        .unwrap();
+        assert_eq!(settings.outbox.poll_interval, Duration::from_secs(3600));
+
+        // The daemon closes its pool when it stops: give it one of its own.
+        let daemon_pool = PgPool::connect(&db.url).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(ordersync::daemon::run(
+            settings,
+            daemon_pool,
+            shutdown.clone().cancelled_owned(),
+        ));
+        // The start-up poll finished: the daemon is up, its worker found nothing to do and waits.
+        wait_for(&mut listener, "test_runs", |outcome| outcome == "succeeded").await;
+
+        let order = sandbox
+            .orders(Api::Labs)
+            .into_iter()
+            .find(|o| o.status.starts_with("PENDING_APPROVE"))
+            .expect("an order awaiting approval")
+            .external_id;
+        sandbox.clear_audit();
+        let mut add = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordersync"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ORDERSYNC") || key == "RUST_LOG" {
+                add.env_remove(key);
+            }
+        }
+        let output = add
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(file.path())
+            .args([
+                "outbox",
+                "add",
+                "--account",
+                "shop",
+                "--order",
+                &order,
+                "set-status",
+                "--arg",
+                "status_code=1",
+            ])
+            .env("DATABASE_URL", &db.url)
+            .env(TOKEN_VAR, &token_value)
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{out}");
+        let id: i64 = sqlx::query_scalar("select id from outbox where order_external_id = $1")
+            .bind(&order)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let done = format!("{id}:succeeded");
+        wait_for(&mut listener, "test_outbox", |payload| payload == done).await;
+
+        let r = super::row(&db.pool, id).await;
+        assert_eq!((r.state.as_str(), r.attempts), ("succeeded", 1));
+        let effects: Vec<_> = sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.effect.is_some())
+            .collect();
+        assert_eq!(effects.len(), 1, "{effects:#?}");
+        assert_eq!(effects[0].operation, "orders.status");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(effects[0].body.as_deref().unwrap()).unwrap(),
+            serde_json::json!({"orderId": order.parse::<u64>().unwrap(), "statusCode": 1})
+        );
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), daemon)
+            .await
+            .expect("the daemon stops within its deadline")
+            .unwrap()
+            .unwrap();
+        let running: i64 =
+            sqlx::query_scalar("select count(*) from outbox where state = 'running'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(running, 0, "no claim is left behind");
     }
 }
