@@ -108,9 +108,10 @@ pub enum OutboxCommand {
         /// Queuing the same key again yields the transition queued first (default: a new random key).
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Attempts before a transition that keeps failing transiently is given up (dead).
-        #[arg(long, default_value_t = 10)]
-        max_attempts: i32,
+        /// Attempts before a transition that keeps failing transiently is given up (dead); default
+        /// `outbox.max_attempts` of the configuration.
+        #[arg(long)]
+        max_attempts: Option<i32>,
     },
     /// List transitions, newest first.
     List {
@@ -401,6 +402,7 @@ async fn outbox_command(settings: &Settings, command: OutboxCommand) -> anyhow::
                 idempotency_key: idempotency_key
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             };
+            let max_attempts = max_attempts.unwrap_or(settings.outbox.max_attempts);
             outbox_add(settings, &account, transition, max_attempts).await
         }
         OutboxCommand::List {
