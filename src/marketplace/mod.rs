@@ -20,6 +20,7 @@ pub mod c2c;
 pub mod gittigidiyor;
 pub mod i1;
 pub mod labs;
+mod payload;
 
 /// A source of orders on one marketplace for one account.
 ///

@@ -8,12 +8,16 @@ use ordersync::embedded_pg::Cluster;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
-static CLUSTER: Mutex<Option<Cluster>> = Mutex::new(None);
+/// The throw-away cluster and its directory, removed when the test binary exits.
+static CLUSTER: Mutex<Option<(Cluster, tempfile::TempDir)>> = Mutex::new(None);
 static ADMIN_URL: OnceLock<String> = OnceLock::new();
 
 extern "C" fn stop_cluster() {
-    if let Ok(mut cluster) = CLUSTER.lock() {
-        cluster.take();
+    if let Ok(mut cluster) = CLUSTER.lock()
+        && let Some((mut cluster, dir)) = cluster.take()
+    {
+        let _ = cluster.stop();
+        drop(dir);
     }
 }
 
@@ -26,11 +30,10 @@ pub fn admin_url() -> &'static str {
         let dir = tempfile::Builder::new()
             .prefix("ordersync-test-pg-")
             .tempdir()
-            .expect("temporary directory")
-            .keep();
-        let cluster = Cluster::start(&dir).expect("start a throw-away PostgreSQL cluster");
+            .expect("temporary directory");
+        let cluster = Cluster::start(dir.path()).expect("start a throw-away PostgreSQL cluster");
         let url = cluster.admin_url();
-        *CLUSTER.lock().unwrap() = Some(cluster);
+        *CLUSTER.lock().unwrap() = Some((cluster, dir));
         // SAFETY: registering a plain extern "C" function with no captured state.
         unsafe { libc::atexit(stop_cluster) };
         url

@@ -35,6 +35,7 @@ use super::{
 use crate::config::{AccountConfig, Credentials, Secret};
 use crate::domain::{Order, OrderState};
 use crate::http::{HttpClient, HttpResponse};
+use crate::marketplace::payload::is_json;
 use state::Statuses;
 use wire::Problem;
 
@@ -272,11 +273,6 @@ fn endpoint(base: &Url, segments: &[&str]) -> Url {
         path.pop_if_empty().extend(segments);
     }
     url
-}
-
-/// Whether a response's content type is JSON; a missing one is given the benefit of the doubt.
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_none_or(|ct| ct.to_ascii_lowercase().contains("json"))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use crate::domain::OrderState;
 use crate::marketplace::StatusMap;
+use crate::marketplace::payload::fold;
 
 /// Maps allesgo statuses (code plus description) to canonical states.
 #[derive(Debug, Clone)]
@@ -116,25 +117,6 @@ fn classify(description: &str) -> OrderState {
         .iter()
         .find(|(words, _)| words.iter().any(|w| folded.contains(w)))
         .map_or(OrderState::Unknown, |(_, state)| *state)
-}
-
-/// Lowercases and strips Turkish diacritics, so that "İPTAL EDİLDİ", "İptal edildi" and "Iptal
-/// edildi" all read `iptal edildi` (plain `to_lowercase` turns `İ` into `i` plus a combining dot).
-fn fold(text: &str) -> String {
-    text.chars()
-        .flat_map(char::to_lowercase)
-        .filter_map(|c| match c {
-            '\u{307}' => None,
-            'ı' => Some('i'),
-            'ş' => Some('s'),
-            'ğ' => Some('g'),
-            'ü' => Some('u'),
-            'ö' => Some('o'),
-            'ç' => Some('c'),
-            c if c.is_whitespace() => Some(' '),
-            c => Some(c),
-        })
-        .collect()
 }
 
 /// Where a state stands on the ordinary way of an order, for picking the least advanced package.

@@ -25,10 +25,11 @@
 use serde_json::{Map, Value, json};
 
 use super::wire;
-use super::{Allesgo, endpoint, is_json, orders_url};
+use super::{Allesgo, endpoint, orders_url};
 use crate::domain::{Order, OrderState};
 use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
+use crate::marketplace::payload::is_json;
 use crate::marketplace::{AppliedTransition, MarketplaceError, Transition, TransitionRefusal};
 
 const KINDS: &[&str] = &[

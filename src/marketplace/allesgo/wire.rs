@@ -14,11 +14,8 @@
 //! Unix seconds (number or digits), or a local `YYYY-MM-DD[ T]HH:MM[:SS]`, `DD.MM.YYYY HH:MM[:SS]`,
 //! `DD/MM/YYYY HH:MM[:SS]` or bare date taken as Europe/Istanbul time. Anything else is malformed.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Istanbul;
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -26,6 +23,7 @@ use super::state::{Statuses, derive_order_state};
 use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
 use crate::http::Redactor;
 use crate::marketplace::StatusDescription;
+use crate::marketplace::payload::{amount, kind, scrub};
 
 /// Why a 200 response could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +102,7 @@ pub(super) fn parse_orders(
     data.into_iter()
         .enumerate()
         .map(|(i, mut raw)| {
-            scrub(&mut raw, redactor);
+            scrub(&mut raw, redactor, &["access_token"]);
             convert_order(raw, statuses)
                 .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
         })
@@ -382,34 +380,6 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// An amount from its literal text (see the module documentation).
-fn amount(value: Option<&Value>) -> Result<Option<Decimal>, String> {
-    let text = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_str().to_owned(),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(other) => return Err(format!("a {} is not an amount", kind(other))),
-    };
-    decimal(&text)
-        .ok_or_else(|| format!("`{text}` is not an amount"))
-        .map(Some)
-}
-
-fn decimal(text: &str) -> Option<Decimal> {
-    if let Ok(d) = Decimal::from_str(text) {
-        return Some(d);
-    }
-    if text.contains(['e', 'E']) {
-        return Decimal::from_scientific(text).ok();
-    }
-    // Turkish notation: `1.234,56`.
-    if text.contains(',') {
-        return Decimal::from_str(&text.replace('.', "").replace(',', ".")).ok();
-    }
-    None
-}
-
 /// A date-time in one of the accepted forms (see the module documentation).
 fn date(value: &Value) -> Result<Option<DateTime<Utc>>, String> {
     let text = match value {
@@ -458,34 +428,4 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
         .from_local_datetime(&naive)
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Removes anything credential-like an order might echo: an `access_token` member anywhere, and the
-/// account's secret values inside any string.
-fn scrub(value: &mut Value, redactor: &Redactor) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|k, _| !k.eq_ignore_ascii_case("access_token"));
-            map.values_mut().for_each(|v| scrub(v, redactor));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, redactor)),
-        Value::String(s) => {
-            let redacted = redactor.redact(s);
-            if redacted != *s {
-                *s = redacted;
-            }
-        }
-        _ => {}
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }

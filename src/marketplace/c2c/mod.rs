@@ -39,6 +39,7 @@ use super::{
 use crate::config::{AccountConfig, Credentials, Secret};
 use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
+use crate::marketplace::payload::{fold, is_json};
 use wire::Problem;
 
 const STREAM_NEW: &str = "new";
@@ -110,26 +111,6 @@ impl Statuses {
             _ => OrderState::Unknown,
         }
     }
-}
-
-/// Lowercases, strips Turkish diacritics and collapses spacing: `"ÖDEME  Bekliyor"` and
-/// `"Odeme bekliyor"` both read `odeme bekliyor`.
-fn fold(text: &str) -> String {
-    let lowered: String = text
-        .chars()
-        .flat_map(char::to_lowercase)
-        .filter_map(|c| match c {
-            '\u{307}' => None,
-            'ı' => Some('i'),
-            'ş' => Some('s'),
-            'ğ' => Some('g'),
-            'ü' => Some('u'),
-            'ö' => Some('o'),
-            'ç' => Some('c'),
-            c => Some(c),
-        })
-        .collect();
-    lowered.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A C2C store.
@@ -342,11 +323,6 @@ fn method_url(base: &Url, method: &str) -> Url {
             .extend(["api", "c2c", "StoreOrderServices", method]);
     }
     url
-}
-
-/// Whether a response's content type is JSON; a missing one is given the benefit of the doubt.
-fn is_json(content_type: Option<&str>) -> bool {
-    content_type.is_none_or(|ct| ct.to_ascii_lowercase().contains("json"))
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{C2c, fold, is_json, method_url, request_body, wire};
+use super::{C2c, method_url, request_body, wire};
 use crate::domain::{Order, OrderState};
 use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
+use crate::marketplace::payload::{fold, is_json};
 use crate::marketplace::{AppliedTransition, MarketplaceError, Transition, TransitionRefusal};
 
 const KIND: &str = "set-state";

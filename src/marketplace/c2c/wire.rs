@@ -13,17 +13,15 @@
 //! each line may carry a carrier and tracking number; lines sharing a tracking number form one
 //! package named by that number, so shipments become visible in the normalized columns.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Istanbul;
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::Statuses;
 use crate::domain::{Currency, Order, OrderLine, OrderState, Package, RawStatus};
 use crate::http::Redactor;
+use crate::marketplace::payload::{amount, kind, scrub};
 
 /// Why a 200 response could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +82,7 @@ pub(super) fn parse_orders(
         .into_iter()
         .enumerate()
         .map(|(i, mut raw)| {
-            scrub(&mut raw, redactor);
+            scrub(&mut raw, redactor, &["apikey", "apipassword"]);
             convert_order(raw, statuses)
                 .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
         })
@@ -269,34 +267,6 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// An amount from its literal text (see the module documentation).
-fn amount(value: Option<&Value>) -> Result<Option<Decimal>, String> {
-    let text = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Number(n)) => n.as_str().to_owned(),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
-        Some(Value::String(s)) => s.trim().to_owned(),
-        Some(other) => return Err(format!("a {} is not an amount", kind(other))),
-    };
-    decimal(&text)
-        .map(Some)
-        .ok_or_else(|| format!("`{text}` is not an amount"))
-}
-
-fn decimal(text: &str) -> Option<Decimal> {
-    if let Ok(d) = Decimal::from_str(text) {
-        return Some(d);
-    }
-    if text.contains(['e', 'E']) {
-        return Decimal::from_scientific(text).ok();
-    }
-    // Turkish notation: `1.234,56`.
-    if text.contains(',') {
-        return Decimal::from_str(&text.replace('.', "").replace(',', ".")).ok();
-    }
-    None
-}
-
 /// `dd.MM.yyyy HH:mm[:ss]` or `dd.MM.yyyy`, Istanbul time.
 fn parse_date(text: &str) -> Option<DateTime<Utc>> {
     let naive = ["%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S"]
@@ -311,36 +281,4 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
         .from_local_datetime(&naive)
         .earliest()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Removes any credential an order might echo: `ApiKey`/`ApiPassword` members anywhere, and the
-/// account's secret values inside any string.
-fn scrub(value: &mut Value, redactor: &Redactor) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|k, _| {
-                !k.eq_ignore_ascii_case("apikey") && !k.eq_ignore_ascii_case("apipassword")
-            });
-            map.values_mut().for_each(|v| scrub(v, redactor));
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, redactor)),
-        Value::String(s) => {
-            let redacted = redactor.redact(s);
-            if redacted != *s {
-                *s = redacted;
-            }
-        }
-        _ => {}
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }

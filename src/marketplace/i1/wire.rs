@@ -6,8 +6,6 @@
 //! as decimals may arrive as strings (`"629.00"`) or JSON numbers; both are read from their literal
 //! text. Enums (statuses) are read as text because new values appear over time.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Istanbul;
 use rust_decimal::Decimal;
@@ -17,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::{Currency, Order, OrderLine, OrderState, RawStatus};
 use crate::marketplace::StatusMap;
+use crate::marketplace::payload::{is_json, scalar_text};
 
 /// Statuses of orders and order items (the same enum), keyed by their code as text.
 pub(super) const STATUS_DEFAULTS: &[(&str, OrderState)] = &[
@@ -54,7 +53,7 @@ pub(super) enum BodyError {
 /// Reads a 200 response of a list endpoint.
 pub(super) fn parse_list(content_type: Option<&str>, body: &[u8]) -> Result<ListPage, BodyError> {
     if let Some(ct) = content_type
-        && !is_json(ct)
+        && !is_json(Some(ct))
     {
         return Err(BodyError::Malformed(format!(
             "expected JSON, got content type `{ct}`"
@@ -71,16 +70,6 @@ pub(super) fn parse_list(content_type: Option<&str>, body: &[u8]) -> Result<List
         ));
     }
     serde_path_to_error::deserialize(&value).map_err(|e| BodyError::Malformed(e.to_string()))
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// The API's error message in an error body: Django REST framework's `{"detail": "…"}`, its
@@ -125,18 +114,21 @@ pub(super) fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
 /// An order as listed by `orders/` (only the fields ordersync normalizes).
 #[derive(Debug, Deserialize)]
 pub(super) struct WireOrder {
-    #[serde(deserialize_with = "text")]
+    #[serde(deserialize_with = "crate::marketplace::payload::de::text")]
     pub id: String,
     /// Required: items can only be asked for by the order's number.
-    #[serde(deserialize_with = "text")]
+    #[serde(deserialize_with = "crate::marketplace::payload::de::text")]
     pub number: String,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub status: Option<String>,
     #[serde(default)]
     pub currency: Option<String>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub amount: Option<Decimal>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub shipping_amount: Option<Decimal>,
     #[serde(default, deserialize_with = "date_time")]
     pub date_placed: Option<DateTime<Utc>>,
@@ -147,7 +139,10 @@ pub(super) struct WireOrder {
     pub shipping_address: Option<Value>,
     #[serde(default)]
     pub billing_address: Option<Value>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub cancel_status: Option<String>,
 }
 
@@ -182,26 +177,41 @@ fn address_ref(value: Option<&Value>) -> Option<AddressRef<'_>> {
 /// An order item as listed by `order-items/`.
 #[derive(Debug, Deserialize)]
 pub(super) struct WireItem {
-    #[serde(deserialize_with = "text")]
+    #[serde(deserialize_with = "crate::marketplace::payload::de::text")]
     pub id: String,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub order: Option<String>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub sku: Option<String>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub status: Option<String>,
     #[serde(default)]
     pub price_currency: Option<String>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub price: Option<Decimal>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub cancel_status: Option<String>,
 }
 
 /// A customer address as listed by `customer-addresses/`.
 #[derive(Debug, Deserialize)]
 pub(super) struct WireAddress {
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub id: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
@@ -240,7 +250,10 @@ impl WireAddress {
 /// A cancellation plan; only its order is read, the rest stays raw.
 #[derive(Debug, Deserialize)]
 pub(super) struct WirePlan {
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub order: Option<String>,
 }
 
@@ -365,50 +378,6 @@ pub(super) fn is_uuid(s: &str) -> bool {
         })
 }
 
-/// A JSON string or number as text (numbers keep their literal).
-pub(super) fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let value = Value::deserialize(d)?;
-    scalar_text(&value)
-        .ok_or_else(|| D::Error::custom(format!("expected a string or a number, found {value}")))
-}
-
-fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => scalar_text(&value).map(Some).ok_or_else(|| {
-            D::Error::custom(format!("expected a string or a number, found {value}"))
-        }),
-    }
-}
-
-fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => decimal(&s).map(Some).map_err(D::Error::custom),
-        Some(Value::Number(n)) => decimal(n.as_str()).map(Some).map_err(D::Error::custom),
-        Some(other) => Err(D::Error::custom(format!(
-            "expected a decimal, found {other}"
-        ))),
-    }
-}
-
-/// A decimal from its literal text, also in exponent notation (`1.5e2`).
-pub(super) fn decimal(literal: &str) -> Result<Decimal, String> {
-    let literal = literal.trim();
-    Decimal::from_str(literal)
-        .or_else(|_| Decimal::from_scientific(literal))
-        .map_err(|e| format!("`{literal}` is not a decimal: {e}"))
-}
-
 fn date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
@@ -458,7 +427,7 @@ mod tests {
     }
 
     fn dec(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
+        s.parse().unwrap()
     }
 
     fn items(body: &str) -> Vec<(Value, WireItem)> {
@@ -710,13 +679,6 @@ mod tests {
         // No offset: Istanbul time.
         assert_eq!(utc("2024-05-01T10:00:00"), "2024-05-01T07:00:00+00:00");
         assert!(parse_date_time("01/05/2024").is_err());
-    }
-
-    #[test]
-    fn decimals_from_literals() {
-        assert_eq!(decimal("0.10").unwrap().to_string(), "0.10");
-        assert_eq!(decimal("1.5e2").unwrap(), dec("150"));
-        assert!(decimal("NaN").is_err());
     }
 
     #[test]

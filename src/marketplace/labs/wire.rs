@@ -7,8 +7,6 @@
 //! both spellings (and the document's `custumer…` typo next to `customer…`). Amounts may be JSON
 //! floats or strings and are read from their literal text.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Europe::Istanbul;
 use rust_decimal::Decimal;
@@ -18,6 +16,8 @@ use serde_json::Value;
 
 use crate::domain::{Currency, Order, OrderLine, OrderState, Package, RawStatus};
 use crate::marketplace::StatusMap;
+use crate::marketplace::payload::de::opt_text;
+use crate::marketplace::payload::is_json;
 
 /// List statuses, keyed by the string the API sends. The document lists `PENDING_APPROVED` as a
 /// filter value while its example order says `PENDING_APPROVE`: both are mapped.
@@ -62,7 +62,7 @@ pub(super) enum BodyError {
 /// Reads a 200 response of `GET /orders`.
 pub(super) fn parse_list(content_type: Option<&str>, body: &[u8]) -> Result<ListPage, BodyError> {
     if let Some(ct) = content_type
-        && !is_json(ct)
+        && !is_json(Some(ct))
     {
         return Err(BodyError::Malformed(format!(
             "expected JSON, got content type `{ct}`"
@@ -80,16 +80,6 @@ pub(super) fn parse_list(content_type: Option<&str>, body: &[u8]) -> Result<List
         ));
     }
     serde_path_to_error::deserialize(&value).map_err(|e| BodyError::Malformed(e.to_string()))
-}
-
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
 }
 
 /// The API's error message in an error body: `{"status": "error", "message": "…"}` (or `error`).
@@ -117,24 +107,44 @@ pub(super) fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct WireOrder {
-    #[serde(deserialize_with = "text")]
+    #[serde(deserialize_with = "crate::marketplace::payload::de::text")]
     pub id: String,
-    #[serde(default, alias = "marketplace_id", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        alias = "marketplace_id",
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub marketplace_id: Option<String>,
-    #[serde(default, alias = "package_id", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        alias = "package_id",
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub package_id: Option<String>,
     #[serde(default)]
     pub currency: Option<String>,
-    #[serde(default, alias = "order_status", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        alias = "order_status",
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub order_status: Option<String>,
     #[serde(default, alias = "created_at", deserialize_with = "date_time")]
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default, alias = "updated_at", deserialize_with = "date_time")]
     pub updated_at: Option<DateTime<Utc>>,
     /// Not in the list example; the create request's name for the order total.
-    #[serde(default, alias = "price_total", deserialize_with = "amount")]
+    #[serde(
+        default,
+        alias = "price_total",
+        deserialize_with = "crate::marketplace::payload::de::amount"
+    )]
     pub price_total: Option<Decimal>,
-    #[serde(default, alias = "cargo_fee", deserialize_with = "amount")]
+    #[serde(
+        default,
+        alias = "cargo_fee",
+        deserialize_with = "crate::marketplace::payload::de::amount"
+    )]
     pub cargo_fee: Option<Decimal>,
     #[serde(default, alias = "shipment_address")]
     pub shipment_address: Option<WireAddress>,
@@ -184,11 +194,17 @@ pub(super) struct WireCustomer {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct WireShipment {
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub cargo_company: Option<String>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub tracking_id: Option<String>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub shipping_fee: Option<Decimal>,
 }
 
@@ -196,21 +212,31 @@ pub(super) struct WireShipment {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct WireLine {
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub id: Option<String>,
-    #[serde(default, alias = "barcode", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        alias = "barcode",
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub barcode_id: Option<String>,
     #[serde(default, alias = "title")]
     pub line_description: Option<String>,
-    #[serde(default, deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        deserialize_with = "crate::marketplace::payload::de::opt_text"
+    )]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub requested_qty: Option<Decimal>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub qty: Option<Decimal>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub quantity: Option<Decimal>,
-    #[serde(default, deserialize_with = "amount")]
+    #[serde(default, deserialize_with = "crate::marketplace::payload::de::amount")]
     pub price: Option<Decimal>,
     #[serde(default)]
     pub currency: Option<String>,
@@ -312,30 +338,6 @@ pub(super) fn into_order(raw: Value, statuses: &StatusMap) -> Result<Order, Stri
     })
 }
 
-/// A JSON string or number as text (numbers keep their literal).
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let value = Value::deserialize(d)?;
-    scalar_text(&value)
-        .ok_or_else(|| D::Error::custom(format!("expected a string or a number, found {value}")))
-}
-
-fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => scalar_text(&value).map(Some).ok_or_else(|| {
-            D::Error::custom(format!("expected a string or a number, found {value}"))
-        }),
-    }
-}
-
 fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     opt_count(d)?.ok_or_else(|| D::Error::custom("expected a page number, found null"))
 }
@@ -349,26 +351,6 @@ fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
             .map(Some)
             .map_err(|_| D::Error::custom(format!("`{text}` is not a page number"))),
     }
-}
-
-fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => decimal(&s).map(Some).map_err(D::Error::custom),
-        Some(Value::Number(n)) => decimal(n.as_str()).map(Some).map_err(D::Error::custom),
-        Some(other) => Err(D::Error::custom(format!(
-            "expected a decimal, found {other}"
-        ))),
-    }
-}
-
-/// A decimal from its literal text, also in exponent notation (`1.5e2`).
-fn decimal(literal: &str) -> Result<Decimal, String> {
-    let literal = literal.trim();
-    Decimal::from_str(literal)
-        .or_else(|_| Decimal::from_scientific(literal))
-        .map_err(|e| format!("`{literal}` is not a decimal: {e}"))
 }
 
 fn date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -430,7 +412,7 @@ mod tests {
     }
 
     fn dec(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
+        s.parse().unwrap()
     }
 
     fn utc(order_date: Option<DateTime<Utc>>) -> String {
