@@ -200,6 +200,7 @@ async fn run_with_no_accounts_stops_on_sigterm() {
         .arg("run")
         .env("DATABASE_URL", &db.url)
         .env("ORDERSYNC__LOG__FORMAT", "json")
+        .env("ORDERSYNC__HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
