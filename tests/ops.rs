@@ -600,3 +600,139 @@ async fn sigterm_during_a_sync_exits_cleanly_and_the_next_start_resumes() {
     let (status, _) = daemon.terminate();
     assert!(status.success());
 }
+
+/// The binary, for one-shot commands.
+fn ordersync(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ORDERSYNC") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbox_backlog_shows_in_status_and_metrics() {
+    let db = common::test_db().await;
+    let account = common::account(
+        "shop",
+        ordersync::domain::MarketplaceKind::Labs,
+        "http://127.0.0.1:1/",
+    );
+    ordersync::store::accounts::sync_with_config(&db.pool, &[account])
+        .await
+        .unwrap();
+    for order in ["1001", "1002"] {
+        sqlx::query("select ordersync_enqueue('shop', $1, 'cancel')")
+            .bind(order)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "update outbox set created_at = now() - interval '1 hour' where order_external_id = '1001'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update outbox set state = 'dead', next_attempt_at = null, finished_at = now()
+         where order_external_id = '1002'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let output = ordersync(&["status", "--json"], &[("DATABASE_URL", &db.url)]);
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["outbox"][0]["account"], "shop", "{status}");
+    let counts = &status["outbox"][0]["counts"];
+    assert_eq!(counts["pending"], 1, "{status}");
+    assert_eq!(counts["dead"], 1, "{status}");
+    assert_eq!(counts["succeeded"], 0, "{status}");
+    assert!(status["streams"].is_array(), "{status}");
+    let output = ordersync(&["status"], &[("DATABASE_URL", &db.url)]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("outbox of account") && text.contains("shop"),
+        "{text}"
+    );
+
+    let tracker = TaskTracker::new();
+    let token = CancellationToken::new();
+    let settings = ListenerSettings {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let addr = ordersync::ops::start(&settings, &db.pool, &tracker, &token)
+        .await
+        .unwrap()
+        .expect("listening");
+    let scrape = parse_scrape(&get(&format!("http://{addr}/metrics")).await.1);
+    let labels = |state| {
+        [
+            ("account", "shop"),
+            ("marketplace", "labs"),
+            ("state", state),
+        ]
+    };
+    assert_eq!(
+        value(&scrape, "ordersync_outbox_transitions", &labels("pending")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&scrape, "ordersync_outbox_transitions", &labels("dead")),
+        Some(1.0)
+    );
+    let age = value(
+        &scrape,
+        "ordersync_outbox_oldest_pending_age_seconds",
+        &[("account", "shop")],
+    )
+    .expect("oldest pending age");
+    assert!((3600.0..3700.0).contains(&age), "{age}");
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_exits_0_when_healthy_and_1_otherwise() {
+    let db = common::test_db().await;
+    let daemon = Daemon::start("[http]\nlisten = \"127.0.0.1:0\"\n", &db.url, &[]);
+    let ops = daemon.ops_url();
+    let healthy = ordersync(&["healthcheck", "--url", &format!("{ops}/healthz")], &[]);
+    assert_eq!(healthy.status.code(), Some(0), "{healthy:?}");
+    drop(daemon);
+    let gone = ordersync(&["healthcheck", "--url", &format!("{ops}/healthz")], &[]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    // Without --url it probes the configured address.
+    let configured = ordersync(
+        &["healthcheck"],
+        &[("ORDERSYNC__HTTP__LISTEN", ops.trim_start_matches("http://"))],
+    );
+    assert_eq!(configured.status.code(), Some(1), "{configured:?}");
+    assert!(
+        String::from_utf8_lossy(&configured.stderr).contains(&format!("{ops}/healthz")),
+        "{configured:?}"
+    );
+}
+
+#[test]
+fn a_bad_listen_address_names_the_key() {
+    let output = ordersync(
+        &["check-config"],
+        &[("ORDERSYNC__HTTP__LISTEN", "localhost")],
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("http.listen") && text.contains("environment"),
+        "{text}"
+    );
+}

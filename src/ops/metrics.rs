@@ -218,27 +218,37 @@ pub async fn refresh_from_database(pool: &PgPool) -> Result<(), sqlx::Error> {
     result
 }
 
+/// One stream's state, as the gauges need it.
+#[derive(sqlx::FromRow)]
+struct StreamRow {
+    account: String,
+    marketplace: String,
+    stream: String,
+    freshness: Option<f64>,
+    last_success: Option<f64>,
+}
+
 async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let streams: Vec<(String, String, String, Option<f64>, Option<f64>)> = sqlx::query_as(
-        "select a.name, a.marketplace, s.stream,
-                extract(epoch from s.lag)::float8,
-                extract(epoch from s.last_success_at)::float8
+    let streams: Vec<StreamRow> = sqlx::query_as(
+        "select a.name as account, a.marketplace, s.stream,
+                extract(epoch from s.lag)::float8 as freshness,
+                extract(epoch from s.last_success_at)::float8 as last_success
          from accounts a
          join sync_status s on s.account = a.name
          where a.removed_at is null",
     )
     .fetch_all(pool)
     .await?;
-    for (account, marketplace, stream, freshness, last_success) in streams {
+    for row in streams {
         let labels = [
-            ("account", account),
-            ("marketplace", marketplace),
-            ("stream", stream),
+            ("account", row.account),
+            ("marketplace", row.marketplace),
+            ("stream", row.stream),
         ];
-        if let Some(freshness) = freshness {
+        if let Some(freshness) = row.freshness {
             gauge!(POLL_FRESHNESS, &labels).set(freshness);
         }
-        if let Some(last_success) = last_success {
+        if let Some(last_success) = row.last_success {
             gauge!(POLL_LAST_SUCCESS, &labels).set(last_success);
         }
     }
