@@ -72,6 +72,29 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Run the daemon against the five fake marketplaces, on DATABASE_URL or an embedded PostgreSQL.
+    Demo {
+        /// Stop after this long (e.g. 60s, 5m); runs until Ctrl-C otherwise.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Where the embedded PostgreSQL cluster is kept (unused when DATABASE_URL is set).
+        #[arg(long, default_value = ".ordersync/postgres")]
+        data_dir: PathBuf,
+        /// Orders each fake marketplace starts with.
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+        /// Only start the demo database and print its URL, for psql, until Ctrl-C.
+        #[arg(long)]
+        db_only: bool,
+    },
+    /// Serve only the five fake marketplaces, and print a configuration pointing at them.
+    Sandbox {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Orders each fake marketplace starts with.
+        #[arg(long, default_value_t = 300)]
+        orders: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,9 +115,10 @@ pub enum OutboxCommand {
         /// Queuing the same key again yields the transition queued first (default: a new random key).
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Attempts before a transition that keeps failing transiently is given up (dead).
-        #[arg(long, default_value_t = 10)]
-        max_attempts: i32,
+        /// Attempts before a transition that keeps failing transiently is given up (dead); default
+        /// `outbox.max_attempts` of the configuration.
+        #[arg(long)]
+        max_attempts: Option<i32>,
     },
     /// List transitions, newest first.
     List {
@@ -136,7 +160,12 @@ pub async fn execute(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo's own summary is the output; the daemon's routine lines would drown it.
+        log.level = "warn".to_owned();
+    }
+    crate::telemetry::init(&log);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -155,6 +184,23 @@ pub async fn execute(cli: Cli) -> ExitCode {
         } => sync(&settings, &account, since.zip(until)).await,
         Command::Healthcheck { url } => healthcheck(&settings, url).await,
         Command::Outbox { command } => outbox_command(&settings, command).await,
+        Command::Demo {
+            duration,
+            data_dir,
+            orders,
+            db_only,
+        } => {
+            let options = crate::demo::DemoOptions {
+                duration,
+                data_dir,
+                orders,
+                db_only,
+            };
+            crate::demo::run(settings, options, shutdown_signal()).await
+        }
+        Command::Sandbox { port, orders } => {
+            crate::demo::serve_sandbox(port, orders, shutdown_signal()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -419,6 +465,7 @@ async fn outbox_command(settings: &Settings, command: OutboxCommand) -> anyhow::
                 idempotency_key: idempotency_key
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             };
+            let max_attempts = max_attempts.unwrap_or(settings.outbox.max_attempts);
             outbox_add(settings, &account, transition, max_attempts).await
         }
         OutboxCommand::List {

@@ -175,11 +175,8 @@ pub async fn run(
         })?;
         scheduler.add(job).await?;
     }
-    let outbox = OutboxSettings {
-        // Leave part of the deadline for releasing claims and closing the pool.
-        shutdown_grace: settings.shutdown_deadline.mul_f64(0.8),
-        ..OutboxSettings::default()
-    };
+    // Leave part of the deadline for releasing claims and closing the pool.
+    let outbox = OutboxSettings::new(&settings.outbox, settings.shutdown_deadline.mul_f64(0.8));
     spawn_outbox(&tracker, &pool, &workers, &holder, &outbox, &token);
     scheduler.start().await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -10,13 +10,14 @@
 //! - [`poller`]: a poll run of one account; [`daemon`] schedules them.
 //! - [`outbox`]: queued order transitions and the worker that pushes them to the marketplaces.
 //! - [`ops`]: health and readiness endpoints, Prometheus metrics, the systemd watchdog.
-//! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos.
+//! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos; [`demo`] runs the daemon against them.
 //!
 //! See ARCHITECTURE.md for how data flows.
 
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod domain;
 pub mod embedded_pg;
 pub mod http;

@@ -251,3 +251,115 @@ async fn run_with_no_accounts_stops_on_sigterm() {
         "{log:?}"
     );
 }
+
+/// A configuration file with one account polling `api` in `sandbox`.
+fn sandbox_config(
+    sandbox: &ordersync::sandbox::Sandbox,
+    api: ordersync::sandbox::Api,
+) -> tempfile::NamedTempFile {
+    use ordersync::config::Credentials;
+    let account = common::account(api.name(), common::kind_of(api), &sandbox.base_url(api));
+    let credentials = match &account.credentials {
+        Credentials::I1 { token, .. } | Credentials::Labs { token } => {
+            format!("token = \"{}\"\n", token.expose())
+        }
+        other => panic!("no config writer for {other:?}"),
+    };
+    config_file(&format!(
+        "[[accounts]]\nname = \"{}\"\nmarketplace = \"{}\"\nbase_url = \"{}\"\ninitial_sync_days = 91\npage_size = 50\nrequests_per_second = 1000\n{credentials}",
+        account.name, account.marketplace, account.base_url
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_polls_once_and_a_replay_leaves_the_cursor_alone() {
+    use ordersync::sandbox::{Api, Sandbox, SandboxConfig};
+    let db = common::test_db().await;
+    let sandbox = Sandbox::start(SandboxConfig {
+        orders_per_api: 120,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let config = sandbox_config(&sandbox, Api::Labs);
+    let sync = |args: &[&str]| {
+        let mut command = ordersync();
+        command
+            .arg("--config")
+            .arg(config.path())
+            .arg("sync")
+            .args(["--account", "labs"])
+            .args(args)
+            .env("DATABASE_URL", &db.url);
+        command
+    };
+    let first = tokio::task::spawn_blocking({
+        let mut c = sync(&[]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("labs/orders: succeeded"),
+        "{}",
+        text(&first)
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 120);
+    let cursor: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select value from sync_cursors")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+
+    let replay = tokio::task::spawn_blocking({
+        let mut c = sync(&["--since", "2020-01-01", "--until", "2020-01-02"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(replay.status.success(), "{}", text(&replay));
+    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select value from sync_cursors")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, cursor, "a replay moved the live cursor");
+    let replays: i64 =
+        sqlx::query_scalar("select count(*) from sync_runs where replay and outcome = 'succeeded'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(replays, 1);
+
+    let status = tokio::task::spawn_blocking({
+        let mut c = ordersync();
+        c.arg("--config")
+            .arg(config.path())
+            .args(["status", "--json"])
+            .env("DATABASE_URL", &db.url);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let rows: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
+    assert_eq!(rows[0]["account"], "labs");
+    assert_eq!(rows[0]["last_outcome"], "succeeded");
+
+    let unknown = tokio::task::spawn_blocking({
+        let mut c = ordersync();
+        c.arg("--config")
+            .arg(config.path())
+            .args(["sync", "--account", "nope"])
+            .env("DATABASE_URL", &db.url);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(text(&unknown).contains("nope"));
+}

@@ -1,7 +1,8 @@
 //! The outbox's guarantees, against a real PostgreSQL: the worker's mechanics with an in-memory marketplace
 //! whose failures are scripted (ordering, leases and fencing, retry, read-back, validation of SQL rows, no
-//! secrets), and the real adapters against the HTTP sandbox (every kind once in effect, injected 5xx,
-//! refusals with the API's message).
+//! secrets); the real adapters against the HTTP sandbox (every kind of allesgo, c2c, i1 and labs once in
+//! effect and read back, injected 5xx, each API's permanent refusal with its message); the `[outbox]`
+//! configuration; and the running daemon pushing a transition queued with `ordersync outbox add`.
 //!
 //! Tests never sleep to wait for work: they drive the worker with `run_once`, or wait on a notification.
 //! Where time must pass (a backoff, a lease expiry) the test moves the row's clock in SQL instead.
@@ -1185,6 +1186,395 @@ mod live {
         );
     }
 
+    impl Live {
+        /// Orders whose stored raw status (the text, else the code) is one of `statuses`, in id order.
+        pub async fn orders_in(&self, statuses: &[&str]) -> Vec<String> {
+            sqlx::query_scalar(
+                "select external_id from orders
+                 where account_id = $1 and coalesce(status_text, status_code) = any($2)
+                 order by id",
+            )
+            .bind(self.account_id)
+            .bind(statuses)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// The stored raw status (the text, else the code) and canonical state of an order.
+        pub async fn stored(&self, order: &str) -> (String, String) {
+            sqlx::query_as(
+                "select coalesce(status_text, status_code), state from orders
+                 where account_id = $1 and external_id = $2",
+            )
+            .bind(self.account_id)
+            .bind(order)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
+        /// The requests the sandbox answered with operation `operation`.
+        pub fn calls(&self, operation: &str) -> Vec<ordersync::sandbox::audit::AuditEntry> {
+            self.sandbox
+                .audit()
+                .into_iter()
+                .filter(|e| e.operation == operation)
+                .collect()
+        }
+
+        /// The requests that changed the sandbox.
+        pub fn effects(&self) -> Vec<ordersync::sandbox::audit::AuditEntry> {
+            self.sandbox
+                .audit()
+                .into_iter()
+                .filter(|e| e.effect.is_some())
+                .collect()
+        }
+
+        /// Queues with the SQL function, as another program would (not checked until the worker takes it).
+        pub async fn enqueue_sql(&self, order: &str, kind: &str, args: serde_json::Value) -> i64 {
+            sqlx::query_scalar("select ordersync_enqueue('shop', $1, $2, $3)")
+                .bind(order)
+                .bind(kind)
+                .bind(args)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap()
+        }
+
+        /// Asserts that transition `id` failed after exactly one attempt, with `message` in its error.
+        pub async fn assert_failed_once(&self, id: i64, outcomes: &[Outcome], message: &str) {
+            assert!(
+                matches!(outcomes, [Outcome::Failed { error, .. }] if error.contains(message)),
+                "{outcomes:?}"
+            );
+            let r = row(&self.db.pool, id).await;
+            assert_eq!(r.state, "failed");
+            assert_eq!(r.attempts, 1, "no retry of a permanent refusal");
+            assert!(r.last_error.unwrap().contains(message));
+            // Nothing more is due: a failed transition waits for an operator.
+            make_due(&self.db.pool).await;
+            assert!(self.worker(fast()).run_once().await.unwrap().is_none());
+        }
+    }
+
+    /// The body of an audited request as JSON (`Null` when it has none or it is not JSON).
+    fn body_json(entry: &ordersync::sandbox::audit::AuditEntry) -> serde_json::Value {
+        entry
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn every_c2c_state_is_set_with_one_effective_call() {
+        let l = live(Api::C2c, MarketplaceKind::C2c).await;
+        let mut queued = Vec::new();
+        // Each target from a status the document's flow allows it from; the second spelled loosely.
+        for (from, target, expected_state) in [
+            ("Ödeme Bekliyor", "Onay Bekliyor", "awaiting_approval"),
+            ("Onay Bekliyor", "hazirlaniyor", "preparing"),
+            ("Hazırlanıyor", "Kargoya Verildi", "shipped"),
+        ] {
+            let order = l
+                .orders_in(&[from])
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("the sandbox has no order in {from}"));
+            let id = l
+                .enqueue(&order, "set-state", json!({ "state": target }))
+                .await
+                .unwrap_or_else(|e| panic!("{target} of {order}: {e}"))
+                .id;
+            queued.push((id, order, expected_state));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, expected_state) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{order}: {:?}", r.last_error);
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == "UpdateOrderStateByOrderCode"
+                        && body_json(e)["SiparisKodlari"] == json!([order])
+                })
+                .count();
+            assert_eq!(calls, 1, "{order}: {effects:#?}");
+            // Read back after the success: the database shows C2C's new status.
+            let (_, state) = l.stored(order).await;
+            assert_eq!(&state, expected_state, "{order}");
+        }
+        assert_eq!(
+            l.stored(&queued[2].1).await.0,
+            "Kargoya Verildi",
+            "the raw status text is the marketplace's"
+        );
+    }
+
+    #[tokio::test]
+    async fn c2c_refuses_a_disallowed_move_per_order_and_it_fails_without_retry() {
+        let l = live(Api::C2c, MarketplaceKind::C2c).await;
+        // The adapter lets a move back through (the document does not forbid it); C2C's answer decides.
+        let order = l.orders_in(&["Hazırlanıyor"]).await.remove(0);
+        let id = l
+            .enqueue(&order, "set-state", json!({"state": "Onay Bekliyor"}))
+            .await
+            .unwrap()
+            .id;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(id, &outcomes, "yapılamaz").await;
+        assert_eq!(l.calls("UpdateOrderStateByOrderCode").len(), 1);
+        assert!(l.effects().is_empty());
+        let r = row(&l.db.pool, id).await;
+        assert!(
+            r.last_error.unwrap().contains(&order),
+            "C2C's own message names the order"
+        );
+    }
+
+    #[tokio::test]
+    async fn i1_rejects_items_with_one_effective_call_each() {
+        let l = live(Api::I1, MarketplaceKind::I1).await;
+        // One item awaiting approval and one whose package waits: both before packaging.
+        let mut queued = Vec::new();
+        for code in ["100", "300"] {
+            let (order, item): (String, String) = sqlx::query_as(
+                "select o.external_id, l.external_id from order_lines l join orders o on o.id = l.order_id
+                 where o.account_id = $1 and l.status_code = $2
+                 order by o.id, l.position limit 1",
+            )
+            .bind(l.account_id)
+            .bind(code)
+            .fetch_one(&l.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("no item in {code}: {e}"));
+            let id = l
+                .enqueue(&order, "reject-item", json!({ "item_id": item }))
+                .await
+                .unwrap_or_else(|e| panic!("reject {item} of {order}: {e}"))
+                .id;
+            queued.push((id, order, item));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, item) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(r.state, "succeeded", "{item}: {:?}", r.last_error);
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == "order-items.reject"
+                        && e.path == format!("/order-items/{item}/reject/")
+                })
+                .count();
+            assert_eq!(calls, 1, "{item}: {effects:#?}");
+            let attempts = store_outbox::attempts(&l.db.pool, *id).await.unwrap();
+            assert_eq!(attempts[0].http_status, Some(204));
+            // Read back after the success: the database shows the item rejected.
+            let (code, state): (Option<String>, String) = sqlx::query_as(
+                "select l.status_code, l.state from order_lines l join orders o on o.id = l.order_id
+                 where o.account_id = $1 and o.external_id = $2 and l.external_id = $3",
+            )
+            .bind(l.account_id)
+            .bind(order)
+            .bind(item)
+            .fetch_one(&l.db.pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                (code.as_deref(), state.as_str()),
+                (Some("900"), "rejected"),
+                "{item}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn i1_refuses_an_item_packaged_meanwhile_with_400_and_it_fails_without_retry() {
+        let l = live(Api::I1, MarketplaceKind::I1).await;
+        // Valid when queued (the item waits for its package); packaged before the worker sends it.
+        let (order, item): (String, String) = sqlx::query_as(
+            "select o.external_id, l.external_id from order_lines l join orders o on o.id = l.order_id
+             where o.account_id = $1 and o.status_code = '300' and l.status_code = '300'
+             order by o.id, l.position limit 1",
+        )
+        .bind(l.account_id)
+        .fetch_one(&l.db.pool)
+        .await
+        .unwrap();
+        let id = l
+            .enqueue(&order, "reject-item", json!({ "item_id": item }))
+            .await
+            .unwrap()
+            .id;
+        assert!(l.sandbox.change_order(Api::I1, &order));
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(id, &outcomes, "Packaged order items cannot be rejected.")
+            .await;
+        assert_eq!(l.calls("order-items.reject").len(), 1);
+        assert!(l.effects().is_empty());
+        let attempts = store_outbox::attempts(&l.db.pool, id).await.unwrap();
+        assert_eq!(attempts[0].http_status, Some(400));
+        assert!(
+            !format!("{attempts:?}").contains("sandbox-i1-token"),
+            "{attempts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_labs_kind_succeeds_with_one_effective_call() {
+        let l = live(Api::Labs, MarketplaceKind::Labs).await;
+        let mut orders = l.orders_in(&["PENDING_APPROVE", "PENDING_APPROVED"]).await;
+        let waiting = orders.remove(0);
+        let to_delete = orders.remove(0);
+        let created = l.orders_in(&["CREATED"]).await.remove(0);
+        let preparing = l.orders_in(&["PREPARING"]).await.remove(0);
+        let invoiced = l.orders_in(&["COMPLETED"]).await.remove(0);
+        let order_id = |o: &str| json!(o.parse::<u64>().unwrap());
+        // (order, kind, args, the sandbox operation, the list status read back)
+        let plan = [
+            (
+                &waiting,
+                "set-status",
+                json!({"status_code": 1}),
+                "orders.status",
+                Some("CREATED"),
+            ),
+            (
+                &created,
+                "set-status",
+                json!({"status_code": 2}),
+                "orders.status",
+                Some("PREPARING"),
+            ),
+            (
+                &preparing,
+                "set-status",
+                json!({"status_code": 5}),
+                "orders.status",
+                Some("COMPLETED"),
+            ),
+            (&to_delete, "delete", json!({}), "orders.delete", None),
+            (
+                &invoiced,
+                "invoice-link",
+                json!({
+                    "invoice_link": "https://faturalar.example.com/2024/ABC2024000000123.pdf",
+                    "invoice_number": "ABC2024000000123",
+                    "invoice_date_time": "1717232400",
+                    "marketplace": "trendyol",
+                }),
+                "orders.invoice-link",
+                Some("COMPLETED"),
+            ),
+        ];
+        let mut queued = Vec::new();
+        for (order, kind, args, operation, status) in plan {
+            let id = l
+                .enqueue(order, kind, args)
+                .await
+                .unwrap_or_else(|e| panic!("{kind} of {order}: {e}"))
+                .id;
+            queued.push((id, order.clone(), kind, operation, status));
+        }
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        assert_eq!(outcomes.len(), queued.len(), "{outcomes:?}");
+        let effects = l.effects();
+        assert_eq!(effects.len(), queued.len(), "{effects:#?}");
+        for (id, order, kind, operation, status) in &queued {
+            let r = row(&l.db.pool, *id).await;
+            assert_eq!(
+                r.state, "succeeded",
+                "{kind} of {order}: {:?}",
+                r.last_error
+            );
+            let calls = effects
+                .iter()
+                .filter(|e| {
+                    e.operation == *operation
+                        && match *kind {
+                            "delete" => e.path == format!("/orders/{order}"),
+                            "invoice-link" => {
+                                body_json(e)["payload"][0]["orderId"] == order_id(order)
+                            }
+                            _ => body_json(e)["orderId"] == order_id(order),
+                        }
+                })
+                .count();
+            assert_eq!(calls, 1, "{kind} of {order}: {effects:#?}");
+            if let Some(status) = status {
+                // Read back after the success: the database shows Labs' new status.
+                assert_eq!(l.stored(order).await.0, *status, "{kind} of {order}");
+            }
+        }
+        assert!(
+            !l.sandbox
+                .orders(Api::Labs)
+                .iter()
+                .any(|o| o.external_id == to_delete),
+            "the deleted order is gone from Labs"
+        );
+    }
+
+    #[tokio::test]
+    async fn labs_refuses_backwards_before_sending_and_a_stale_move_by_its_answer() {
+        let l = live(Api::Labs, MarketplaceKind::Labs).await;
+        let created = l.orders_in(&["CREATED"]).await.remove(0);
+        // Backwards: refused when queued by ordersync, and failed unsent when queued by SQL.
+        let refused = l
+            .enqueue(&created, "set-status", json!({"status_code": 0}))
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("only move forward"),
+            "{refused}"
+        );
+        let backwards = l
+            .enqueue_sql(&created, "set-status", json!({"status_code": 0}))
+            .await;
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(backwards, &outcomes, "only move forward")
+            .await;
+        assert!(l.sandbox.audit().is_empty(), "{:#?}", l.sandbox.audit());
+        store_outbox::cancel(&l.db.pool, backwards).await.unwrap();
+
+        // Forward when queued, not any more when sent: Labs answers HTTP 200 with an error status.
+        let waiting = l
+            .orders_in(&["PENDING_APPROVE", "PENDING_APPROVED"])
+            .await
+            .remove(0);
+        let stale = l
+            .enqueue(&waiting, "set-status", json!({"status_code": 1}))
+            .await
+            .unwrap()
+            .id;
+        assert!(l.sandbox.change_order(Api::Labs, &waiting));
+        l.sandbox.clear_audit();
+        let outcomes = l.drain(&l.worker(fast())).await;
+        l.assert_failed_once(
+            stale,
+            &outcomes,
+            "Sipariş durumu geriye doğru güncellenemez.",
+        )
+        .await;
+        assert_eq!(l.calls("orders.status").len(), 1);
+        assert!(l.effects().is_empty());
+    }
+
     #[tokio::test]
     async fn gittigidiyor_refuses_every_transition_with_the_reason() {
         let l = live(Api::Gittigidiyor, MarketplaceKind::Gittigidiyor).await;
@@ -1346,5 +1736,297 @@ password = { env = "OUTBOX_TEST_TOKEN" }
         let (code, out) = run(&["outbox", "retry", "1"]);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("transition 1 is pending again"), "{out}");
+    }
+}
+
+/// The `[outbox]` section of the configuration.
+mod config {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use ordersync::config::{ConfigError, LoadOptions, OutboxConfig, Settings};
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        Settings::load(&LoadOptions {
+            file: Some(file.path().to_owned()),
+            base_dir: Some(env!("CARGO_MANIFEST_DIR").into()),
+            env: Some(
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        })
+        .map(|(settings, _)| settings)
+    }
+
+    fn refused(text: &str) -> String {
+        match load(text, &[]) {
+            Ok(settings) => panic!("accepted: {:?}", settings.outbox),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_files_hold_the_defaults_and_every_key_can_be_set() {
+        assert_eq!(load("", &[]).unwrap().outbox, OutboxConfig::default());
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+                .unwrap();
+        let section = example
+            .split("[outbox]")
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap();
+        for key in [
+            "concurrency",
+            "lease",
+            "poll_interval",
+            "min_backoff",
+            "max_backoff",
+            "max_attempts",
+        ] {
+            assert!(
+                section.contains(&format!("\n{key} = ")),
+                "config/example.toml describes outbox.{key}"
+            );
+        }
+
+        let settings = load(
+            "[outbox]\nconcurrency = 2\nlease = \"90s\"\npoll_interval = \"1s\"\nmin_backoff = \"250ms\"\nmax_backoff = \"1m\"\nmax_attempts = 3\n",
+            &[("ORDERSYNC__OUTBOX__CONCURRENCY", "8")],
+        )
+        .unwrap();
+        assert_eq!(
+            settings.outbox,
+            OutboxConfig {
+                concurrency: 8,
+                lease: Duration::from_secs(90),
+                poll_interval: Duration::from_secs(1),
+                min_backoff: Duration::from_millis(250),
+                max_backoff: Duration::from_secs(60),
+                max_attempts: 3,
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_values_and_unknown_keys_name_the_key() {
+        for (text, key) in [
+            ("[outbox]\nconcurrency = 0\n", "outbox.concurrency"),
+            ("[outbox]\nlease = \"0s\"\n", "outbox.lease"),
+            ("[outbox]\nlease = \"soon\"\n", "outbox.lease"),
+            ("[outbox]\npoll_interval = \"0s\"\n", "outbox.poll_interval"),
+            ("[outbox]\nmin_backoff = \"0s\"\n", "outbox.min_backoff"),
+            (
+                "[outbox]\nmin_backoff = \"1m\"\nmax_backoff = \"10s\"\n",
+                "outbox.max_backoff",
+            ),
+            ("[outbox]\nmax_attempts = 0\n", "outbox.max_attempts"),
+            ("[outbox]\nmax_attempts = 1001\n", "outbox.max_attempts"),
+            ("[outbox]\nlease_ttl = \"1m\"\n", "lease_ttl"),
+        ] {
+            let error = refused(text);
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        let error = refused(
+            "[outbox]\nlease = \"20s\"\n[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = \"t\"\ntimeout = \"30s\"\n",
+        );
+        assert!(
+            error.contains("outbox.lease") && error.contains("accounts[0].timeout = 30s"),
+            "{error}"
+        );
+    }
+}
+
+/// The running daemon: `ordersync outbox add` queues, the daemon's worker (woken by NOTIFY, its polling
+/// an hour away) pushes the transition to the sandbox once, and the shutdown future stops it.
+mod daemon {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::time::Duration;
+
+    use ordersync::config::{LoadOptions, Settings};
+    use ordersync::sandbox::{Api, Sandbox, SandboxConfig};
+    use sqlx::postgres::{PgListener, PgPool};
+    use tokio_util::sync::CancellationToken;
+
+    const TOKEN_VAR: &str = "DAEMON_TEST_LABS_TOKEN";
+
+    /// Test-only triggers in the test's own database, so the test waits on notifications instead of
+    /// polling: `test_runs` when a poll run ends, `test_outbox` when a transition changes state.
+    async fn signal_progress(pool: &PgPool) {
+        for statement in [
+            "create function test_run_ended() returns trigger language plpgsql as $$
+             begin
+                 if new.outcome <> 'running' then
+                     perform pg_notify('test_runs', new.outcome);
+                 end if;
+                 return null;
+             end $$",
+            "create trigger test_run_ended after insert or update on sync_runs
+             for each row execute function test_run_ended()",
+            "create function test_outbox_state() returns trigger language plpgsql as $$
+             begin
+                 perform pg_notify('test_outbox', new.id || ':' || new.state);
+                 return null;
+             end $$",
+            "create trigger test_outbox_state after insert or update of state on outbox
+             for each row execute function test_outbox_state()",
+        ] {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+    }
+
+    /// Waits for a notification on `channel` whose payload satisfies `wanted`.
+    async fn wait_for(listener: &mut PgListener, channel: &str, wanted: impl Fn(&str) -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let n = listener.recv().await.unwrap();
+                if n.channel() == channel && wanted(n.payload()) {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no matching notification on {channel}"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transition_queued_by_the_cli_is_pushed_once_by_the_running_daemon() {
+        let sandbox = Sandbox::start(SandboxConfig {
+            orders_per_api: 40,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        sandbox.add_orders(Api::Labs, 3);
+        let db = super::common::test_db().await;
+        signal_progress(&db.pool).await;
+        let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+        listener
+            .listen_all(["test_runs", "test_outbox"])
+            .await
+            .unwrap();
+
+        // The first scheduled poll is a year away at most and the worker's own polling an hour: only the
+        // start-up poll and notifications make anything happen while the test runs.
+        let config = format!(
+            r#"
+[http]
+listen = "127.0.0.1:0"
+
+[outbox]
+poll_interval = "1h"
+min_backoff = "100ms"
+max_backoff = "1s"
+
+[[accounts]]
+name = "shop"
+marketplace = "labs"
+base_url = "{}"
+schedule = "0 0 0 1 1 *"
+requests_per_second = 1000
+timeout = "5s"
+token = {{ env = "{TOKEN_VAR}" }}
+"#,
+            sandbox.base_url(Api::Labs)
+        );
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let token_value = sandbox.credentials().labs_token.clone();
+        let (settings, _) = Settings::load(&LoadOptions {
+            file: Some(file.path().to_owned()),
+            base_dir: Some(env!("CARGO_MANIFEST_DIR").into()),
+            env: Some(HashMap::from([(TOKEN_VAR.to_owned(), token_value.clone())])),
+        })
+        .unwrap();
+        assert_eq!(settings.outbox.poll_interval, Duration::from_secs(3600));
+
+        // The daemon closes its pool when it stops: give it one of its own.
+        let daemon_pool = PgPool::connect(&db.url).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(ordersync::daemon::run(
+            settings,
+            daemon_pool,
+            shutdown.clone().cancelled_owned(),
+        ));
+        // The start-up poll finished: the daemon is up, its worker found nothing to do and waits.
+        wait_for(&mut listener, "test_runs", |outcome| outcome == "succeeded").await;
+
+        let order = sandbox
+            .orders(Api::Labs)
+            .into_iter()
+            .find(|o| o.status.starts_with("PENDING_APPROVE"))
+            .expect("an order awaiting approval")
+            .external_id;
+        sandbox.clear_audit();
+        let mut add = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordersync"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ORDERSYNC") || key == "RUST_LOG" {
+                add.env_remove(key);
+            }
+        }
+        let output = add
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--config")
+            .arg(file.path())
+            .args([
+                "outbox",
+                "add",
+                "--account",
+                "shop",
+                "--order",
+                &order,
+                "set-status",
+                "--arg",
+                "status_code=1",
+            ])
+            .env("DATABASE_URL", &db.url)
+            .env(TOKEN_VAR, &token_value)
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{out}");
+        let id: i64 = sqlx::query_scalar("select id from outbox where order_external_id = $1")
+            .bind(&order)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let done = format!("{id}:succeeded");
+        wait_for(&mut listener, "test_outbox", |payload| payload == done).await;
+
+        let r = super::row(&db.pool, id).await;
+        assert_eq!((r.state.as_str(), r.attempts), ("succeeded", 1));
+        let effects: Vec<_> = sandbox
+            .audit()
+            .into_iter()
+            .filter(|e| e.effect.is_some())
+            .collect();
+        assert_eq!(effects.len(), 1, "{effects:#?}");
+        assert_eq!(effects[0].operation, "orders.status");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(effects[0].body.as_deref().unwrap()).unwrap(),
+            serde_json::json!({"orderId": order.parse::<u64>().unwrap(), "statusCode": 1})
+        );
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), daemon)
+            .await
+            .expect("the daemon stops within its deadline")
+            .unwrap()
+            .unwrap();
+        let running: i64 =
+            sqlx::query_scalar("select count(*) from outbox where state = 'running'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(running, 0, "no claim is left behind");
     }
 }

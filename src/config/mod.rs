@@ -40,6 +40,7 @@ pub struct Settings {
     pub shutdown_deadline: Duration,
     /// The operations listener (`/healthz`, `/readyz`, `/metrics`).
     pub http: ListenerSettings,
+    pub outbox: OutboxConfig,
     pub accounts: Vec<AccountConfig>,
     /// Operator overrides of the status → canonical state mapping, per marketplace.
     pub status_map: HashMap<MarketplaceKind, HashMap<String, OrderState>>,
@@ -76,6 +77,38 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+}
+
+/// The outbox worker's tuning (`[outbox]`); the same for every account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxConfig {
+    /// Transitions of one account in flight at once (they share the account's rate limit with its poller).
+    pub concurrency: usize,
+    /// How long a claim lasts; it is renewed before every request, and a worker that dies loses its
+    /// claims after this.
+    pub lease: Duration,
+    /// How often each account's worker looks for due work when no notification arrives.
+    pub poll_interval: Duration,
+    /// The first retry delay after a transient failure; later ones double, with jitter, up to
+    /// `max_backoff`, and are never shorter than the API's `Retry-After`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// The attempts of a transition queued by `ordersync outbox add` without `--max-attempts`. (SQL
+    /// callers pass their own to `ordersync_enqueue`, whose default is the table's, 10.)
+    pub max_attempts: i32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            concurrency: 4,
+            lease: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(10),
+            min_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(30 * 60),
+            max_attempts: 10,
+        }
+    }
 }
 
 /// One shop's credentials on one marketplace, and how to poll it.

@@ -12,7 +12,7 @@ use url::Url;
 use super::secret::SecretSource;
 use super::{
     AccountConfig, ConfigError, Credentials, DatabaseSettings, ListenerSettings, LoadOptions,
-    LogFormat, LogSettings, Secret, Settings,
+    LogFormat, LogSettings, OutboxConfig, Secret, Settings,
 };
 use crate::domain::{MarketplaceKind, OrderState};
 
@@ -27,6 +27,8 @@ struct RawSettings {
     shutdown: RawShutdown,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    outbox: RawOutbox,
     #[serde(default)]
     accounts: Vec<RawAccount>,
     #[serde(default)]
@@ -94,6 +96,35 @@ impl Default for RawHttp {
         RawHttp {
             enabled: true,
             listen: "127.0.0.1:9187".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutbox {
+    concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    lease: Duration,
+    #[serde(with = "humantime_serde")]
+    poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    min_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    max_backoff: Duration,
+    max_attempts: i32,
+}
+
+impl Default for RawOutbox {
+    fn default() -> Self {
+        let d = OutboxConfig::default();
+        RawOutbox {
+            concurrency: d.concurrency,
+            lease: d.lease,
+            poll_interval: d.poll_interval,
+            min_backoff: d.min_backoff,
+            max_backoff: d.max_backoff,
+            max_attempts: d.max_attempts,
         }
     }
 }
@@ -327,6 +358,8 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
             )
         })?,
     };
+    let outbox = outbox_config(&raw.outbox, &accounts, &invalid)?;
+
     let log = LogSettings {
         level: lookup("RUST_LOG").unwrap_or(raw.log.level),
         format: raw.log.format,
@@ -337,12 +370,83 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
             log,
             shutdown_deadline: raw.shutdown.deadline,
             http,
+            outbox,
             accounts,
             status_map,
             sources,
         },
         warnings,
     ))
+}
+
+fn outbox_config(
+    raw: &RawOutbox,
+    accounts: &[AccountConfig],
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<OutboxConfig, ConfigError> {
+    let key = |field: &str| format!("outbox.{field}");
+    if !(1..=64).contains(&raw.concurrency) {
+        return Err(invalid(
+            key("concurrency"),
+            "must be between 1 and 64".to_owned(),
+        ));
+    }
+    // The lease is renewed before each request: one request must fit in it, or a slow answer outlives
+    // the claim and another worker takes the transition over while it is still on the wire.
+    if let Some((i, slowest)) = accounts
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.enabled)
+        .max_by_key(|(_, a)| a.timeout)
+        .filter(|(_, a)| a.timeout >= raw.lease)
+    {
+        return Err(invalid(
+            key("lease"),
+            format!(
+                "must be longer than the longest request timeout (accounts[{i}].timeout = {})",
+                humantime::format_duration(slowest.timeout)
+            ),
+        ));
+    }
+    if raw.lease < Duration::from_secs(1) {
+        return Err(invalid(key("lease"), "must be at least 1s".to_owned()));
+    }
+    if raw.poll_interval.is_zero() {
+        return Err(invalid(
+            key("poll_interval"),
+            "must be more than zero".to_owned(),
+        ));
+    }
+    if raw.min_backoff.is_zero() {
+        return Err(invalid(
+            key("min_backoff"),
+            "must be more than zero".to_owned(),
+        ));
+    }
+    if raw.max_backoff < raw.min_backoff {
+        return Err(invalid(
+            key("max_backoff"),
+            format!(
+                "must not be less than outbox.min_backoff ({})",
+                humantime::format_duration(raw.min_backoff)
+            ),
+        ));
+    }
+    // The outbox table's check constraint.
+    if !(1..=1000).contains(&raw.max_attempts) {
+        return Err(invalid(
+            key("max_attempts"),
+            "must be between 1 and 1000".to_owned(),
+        ));
+    }
+    Ok(OutboxConfig {
+        concurrency: raw.concurrency,
+        lease: raw.lease,
+        poll_interval: raw.poll_interval,
+        min_backoff: raw.min_backoff,
+        max_backoff: raw.max_backoff,
+        max_attempts: raw.max_attempts,
+    })
 }
 
 fn account_config(

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+use crate::config::OutboxConfig;
 use crate::marketplace::{Marketplace, Transition, TransitionRefusal};
 use crate::store::outbox::{self as store_outbox, NewTransition};
 use crate::store::{self, StoreError};
@@ -73,18 +74,23 @@ pub struct OutboxSettings {
 
 impl Default for OutboxSettings {
     fn default() -> Self {
-        OutboxSettings {
-            lease_ttl: Duration::from_secs(300),
-            concurrency: 4,
-            poll_interval: Duration::from_secs(10),
-            min_backoff: Duration::from_secs(5),
-            max_backoff: Duration::from_secs(30 * 60),
-            shutdown_grace: Duration::from_secs(20),
-        }
+        OutboxSettings::new(&OutboxConfig::default(), Duration::from_secs(20))
     }
 }
 
 impl OutboxSettings {
+    /// The settings configured in `[outbox]`, with `shutdown_grace` for in-flight transitions.
+    pub fn new(config: &OutboxConfig, shutdown_grace: Duration) -> Self {
+        OutboxSettings {
+            lease_ttl: config.lease,
+            concurrency: config.concurrency,
+            poll_interval: config.poll_interval,
+            min_backoff: config.min_backoff,
+            max_backoff: config.max_backoff,
+            shutdown_grace,
+        }
+    }
+
     /// The delay before attempt `attempts + 1`, after `attempts` attempts ended in a transient failure:
     /// the backoff sequence's `attempts`-th delay, at least `retry_after`.
     pub fn backoff(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {

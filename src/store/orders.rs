@@ -477,6 +477,15 @@ async fn record_unknown_values(
     Ok(())
 }
 
+/// The names of the final states, as [`OrderState::is_final`] defines them.
+fn final_states() -> Vec<&'static str> {
+    OrderState::ALL
+        .into_iter()
+        .filter(|s| s.is_final())
+        .map(OrderState::as_str)
+        .collect()
+}
+
 /// External ids of the account's orders that are not in a final state, oldest first.
 pub async fn open_order_ids(
     db: impl PgExecutor<'_>,
@@ -484,10 +493,11 @@ pub async fn open_order_ids(
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "select external_id from orders
-         where account_id = $1 and state not in ('completed', 'cancelled', 'rejected', 'returned')
+         where account_id = $1 and state <> all($2)
          order by placed_at nulls first, id",
     )
     .bind(account_id)
+    .bind(final_states())
     .fetch_all(db)
     .await
 }
@@ -500,9 +510,10 @@ pub async fn open_orders_start(
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "select min(least(placed_at, first_window_from)) from orders
-         where account_id = $1 and state not in ('completed', 'cancelled', 'rejected', 'returned')",
+         where account_id = $1 and state <> all($2)",
     )
     .bind(account_id)
+    .bind(final_states())
     .fetch_one(db)
     .await
 }
