@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Label, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
@@ -162,20 +162,22 @@ pub fn api_request(labels: &ApiLabels, status: Option<u16>, elapsed: Duration) {
         Some(_) => "other",
         None => "error",
     };
-    let (account, marketplace) = (labels.account.clone(), labels.marketplace.as_str());
-    counter!(API_REQUESTS, "account" => account.clone(), "marketplace" => marketplace, "status_class" => class)
-        .increment(1);
-    histogram!(API_REQUEST_DURATION, "account" => account.clone(), "marketplace" => marketplace)
-        .record(elapsed.as_secs_f64());
+    let account = vec![
+        Label::new("account", labels.account.clone()),
+        Label::new("marketplace", labels.marketplace.as_str()),
+    ];
+    let mut with_class = account.clone();
+    with_class.push(Label::new("status_class", class));
+    counter!(API_REQUESTS, with_class).increment(1);
+    histogram!(API_REQUEST_DURATION, account.clone()).record(elapsed.as_secs_f64());
     if status == Some(429) {
-        counter!(API_RATE_LIMITED, "account" => account, "marketplace" => marketplace).increment(1);
+        counter!(API_RATE_LIMITED, account).increment(1);
     }
 }
 
 /// Records a page fetch about to be retried after a transient failure.
 pub fn poll_retry(account: &str, marketplace: MarketplaceKind, stream: &str) {
-    counter!(POLL_RETRIES, "account" => account.to_owned(), "marketplace" => marketplace.as_str(), "stream" => stream.to_owned())
-        .increment(1);
+    counter!(POLL_RETRIES, stream_labels(account, marketplace, stream)).increment(1);
 }
 
 /// Records a finished poll run and the orders it wrote.
@@ -186,17 +188,19 @@ pub fn poll_run(
     outcome: &'static str,
     counts: &PageCounts,
 ) {
-    let (account, marketplace, stream) =
-        (account.to_owned(), marketplace.as_str(), stream.to_owned());
-    counter!(POLL_RUNS, "account" => account.clone(), "marketplace" => marketplace, "stream" => stream.clone(), "outcome" => outcome)
-        .increment(1);
+    let labels = stream_labels(account, marketplace, stream);
+    let with_outcome = |outcome: &'static str| {
+        let mut labels = labels.clone();
+        labels.push(Label::new("outcome", outcome));
+        labels
+    };
+    counter!(POLL_RUNS, with_outcome(outcome)).increment(1);
     for (written, n) in [
         ("inserted", counts.inserted),
         ("updated", counts.updated),
         ("unchanged", counts.unchanged),
     ] {
-        counter!(ORDERS, "account" => account.clone(), "marketplace" => marketplace, "stream" => stream.clone(), "outcome" => written)
-            .increment(u64::from(n));
+        counter!(ORDERS, with_outcome(written)).increment(u64::from(n));
     }
 }
 
@@ -207,8 +211,21 @@ pub fn outbox_attempt(
     action: &'static str,
     outcome: &'static str,
 ) {
-    counter!(OUTBOX_ATTEMPTS, "account" => account.to_owned(), "marketplace" => marketplace.as_str(), "action" => action, "outcome" => outcome)
-        .increment(1);
+    let labels = vec![
+        Label::new("account", account.to_owned()),
+        Label::new("marketplace", marketplace.as_str()),
+        Label::new("action", action),
+        Label::new("outcome", outcome),
+    ];
+    counter!(OUTBOX_ATTEMPTS, labels).increment(1);
+}
+
+fn stream_labels(account: &str, marketplace: MarketplaceKind, stream: &str) -> Vec<Label> {
+    vec![
+        Label::new("account", account.to_owned()),
+        Label::new("marketplace", marketplace.as_str()),
+        Label::new("stream", stream.to_owned()),
+    ]
 }
 
 /// Sets the gauges that come from the database. Cheap: one row per stream and one per account.
@@ -271,11 +288,18 @@ async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
     .await?;
     for (account, marketplace, counts, oldest_pending) in outbox {
         for (state, n) in LIVE_OUTBOX_STATES.iter().zip(counts) {
-            gauge!(OUTBOX_TRANSITIONS, "account" => account.clone(), "marketplace" => marketplace.clone(), "state" => *state)
-                .set(n as f64);
+            let labels = vec![
+                Label::new("account", account.clone()),
+                Label::new("marketplace", marketplace.clone()),
+                Label::new("state", *state),
+            ];
+            gauge!(OUTBOX_TRANSITIONS, labels).set(n as f64);
         }
-        gauge!(OUTBOX_OLDEST_PENDING_AGE, "account" => account, "marketplace" => marketplace)
-            .set(oldest_pending.unwrap_or(0.0).max(0.0));
+        let labels = vec![
+            Label::new("account", account),
+            Label::new("marketplace", marketplace),
+        ];
+        gauge!(OUTBOX_OLDEST_PENDING_AGE, labels).set(oldest_pending.unwrap_or(0.0).max(0.0));
     }
     Ok(())
 }
