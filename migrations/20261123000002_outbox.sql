@@ -53,6 +53,9 @@ comment on column outbox.last_error is 'The latest failure: the marketplace''s o
 create index outbox_due_idx on outbox (account_id, next_attempt_at) where state in ('pending', 'unknown');
 create index outbox_running_idx on outbox (lease_expires_at) where state = 'running';
 create index outbox_order_idx on outbox (account_id, order_external_id, id);
+-- Operators' views and the metrics count the live states; finished transitions pile up and are skipped.
+create index outbox_live_state_idx on outbox (state, created_at)
+    where state in ('pending', 'running', 'failed', 'dead', 'unknown');
 
 create table outbox_attempts (
     id bigint generated always as identity primary key,

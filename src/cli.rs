@@ -43,7 +43,7 @@ pub enum Command {
     Migrate,
     /// Validate the configuration and print a summary with secrets hidden.
     CheckConfig,
-    /// Show each account's streams: cursor, lag, last run, last error.
+    /// Show each account's streams (cursor, lag, last run, last error) and outbox counts by state.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -59,6 +59,13 @@ pub enum Command {
         /// End of a replay window (RFC 3339 or YYYY-MM-DD, UTC).
         #[arg(long, value_parser = parse_instant, requires = "since")]
         until: Option<DateTime<Utc>>,
+    },
+    /// Probe a running daemon's health endpoint; exit 0 when it answers 200, 1 otherwise (for Docker's
+    /// HEALTHCHECK: the image needs no curl).
+    Healthcheck {
+        /// The URL to probe (default: /healthz on the configured http.listen address).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Queue, list, retry and cancel order transitions pushed to the marketplaces.
     Outbox {
@@ -175,6 +182,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
             since,
             until,
         } => sync(&settings, &account, since.zip(until)).await,
+        Command::Healthcheck { url } => healthcheck(&settings, url).await,
         Command::Outbox { command } => outbox_command(&settings, command).await,
         Command::Demo {
             duration,
@@ -345,8 +353,10 @@ async fn sync(
 async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let pool = connect(settings).await?;
     let rows = store::status::streams(&pool).await?;
+    let outbox = store::status::outbox(&pool).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let both = serde_json::json!({ "streams": rows, "outbox": outbox });
+        println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(());
     }
     let mut table = comfy_table::Table::new();
@@ -382,6 +392,59 @@ async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
         ]);
     }
     println!("{table}");
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_BORDERS_ONLY);
+    let mut header = vec!["outbox of account"];
+    header.extend(OutboxState::ALL.map(OutboxState::as_str));
+    table.set_header(header);
+    for account in &outbox {
+        let mut row = vec![account.account.clone()];
+        row.extend(OutboxState::ALL.map(|state| {
+            account
+                .counts
+                .get(state.as_str())
+                .copied()
+                .unwrap_or(0)
+                .to_string()
+        }));
+        table.add_row(row);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            if !settings.http.enabled {
+                anyhow::bail!("the operations listener is disabled (http.enabled = false)");
+            }
+            let mut addr = settings.http.listen;
+            // A daemon listening on every interface is reached on loopback.
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}/healthz")
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    let status = response.status();
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}");
+    }
+    println!("{url}: {status}");
     Ok(())
 }
 
@@ -585,6 +648,14 @@ fn print_summary(settings: &Settings, warnings: &[String]) {
         "shutdown deadline: {}",
         humantime::format_duration(settings.shutdown_deadline)
     );
+    if settings.http.enabled {
+        println!(
+            "operations listener: http://{} (/healthz, /readyz, /metrics)",
+            settings.http.listen
+        );
+    } else {
+        println!("operations listener: disabled");
+    }
     for a in &settings.accounts {
         let credentials = match &a.credentials {
             Credentials::Allesgo { store_id, .. } => {

@@ -22,6 +22,8 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::http::HttpClient;
 use crate::marketplace::{self, Marketplace};
+use crate::ops::metrics::ApiLabels;
+use crate::ops::{self, OpsError};
 use crate::outbox::worker::{self as outbox_worker, RepollHook, WorkerAccount};
 use crate::outbox::{OutboxSettings, OutboxWorker};
 use crate::poller::{AccountPoller, NoProgress, PollSettings, RunMode, StreamOutcome, error_chain};
@@ -43,6 +45,8 @@ pub enum DaemonError {
     },
     #[error("scheduler: {0}")]
     Scheduler(#[from] JobSchedulerError),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
 }
 
 /// One enabled account, ready to poll.
@@ -83,7 +87,11 @@ pub async fn prepare(
         .map_err(|source| DaemonError::Http {
             account: account.name.clone(),
             source,
-        })?;
+        })?
+        .with_metrics(ApiLabels {
+            account: account.name.clone(),
+            marketplace: account.marketplace,
+        });
         let overrides = settings
             .status_map
             .get(&account.marketplace)
@@ -153,6 +161,7 @@ pub async fn run(
 
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    ops::start(&settings.http, &pool, &tracker, &token).await?;
     let scheduler = JobScheduler::new().await?;
     for (name, worker) in &workers {
         let span = tracing::info_span!("poll", account = %name, marketplace = %worker.poller.account().marketplace);
@@ -171,6 +180,8 @@ pub async fn run(
     spawn_outbox(&tracker, &pool, &workers, &holder, &outbox, &token);
     scheduler.start().await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // Pings until this function returns: systemd keeps the watchdog armed while the service stops.
+    let _watchdog = ops::systemd::start_watchdog();
 
     shutdown.await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

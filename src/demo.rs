@@ -179,6 +179,8 @@ pub async fn run(
     demo_settings.accounts = sandbox_accounts(&sandbox, "*/10 * * * * *")?;
     demo_settings.database.url = Some(Secret::new(database.url.clone()));
     demo_settings.database.auto_migrate = true;
+    // A daemon already running on this machine may hold the usual port.
+    demo_settings.http.listen.set_port(0);
 
     let sandbox = Arc::new(sandbox);
     let stop_background = CancellationToken::new();

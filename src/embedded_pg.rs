@@ -91,13 +91,28 @@ impl Cluster {
         if cluster.data_dir.join("postmaster.pid").exists() {
             let _ = run(&mut cluster.pg_ctl(&["stop", "-m", "fast"]));
         }
+        cluster.pg_start()?;
+        Ok(cluster)
+    }
+
+    /// Starts a stopped cluster again on the same port, so URLs handed out before stay valid (tests of
+    /// database outages).
+    pub fn restart(&mut self) -> Result<(), EmbeddedPgError> {
+        if self.stopped {
+            self.pg_start()?;
+            self.stopped = false;
+        }
+        Ok(())
+    }
+
+    fn pg_start(&self) -> Result<(), EmbeddedPgError> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c max_connections=200",
-            cluster.port,
-            cluster.data_dir.display()
+            self.port,
+            self.data_dir.display()
         );
-        let log = cluster.data_dir.join("server.log");
-        run(&mut cluster.pg_ctl(&[
+        let log = self.data_dir.join("server.log");
+        run(&mut self.pg_ctl(&[
             "start",
             "-w",
             "-t",
@@ -106,8 +121,7 @@ impl Cluster {
             &log.display().to_string(),
             "-o",
             &options,
-        ]))?;
-        Ok(cluster)
+        ]))
     }
 
     /// The URL of the `postgres` database of this cluster.

@@ -18,6 +18,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 
 use crate::marketplace::MarketplaceError;
+use crate::ops::metrics::{self, ApiLabels};
 
 /// How long an excerpt of a response body kept in an error may be.
 const EXCERPT_CHARS: usize = 500;
@@ -45,6 +46,8 @@ pub struct HttpClient {
     inner: reqwest::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     redactor: Redactor,
+    /// The labels of this client's request metrics; `None` records none.
+    labels: Option<Arc<ApiLabels>>,
 }
 
 impl HttpClient {
@@ -71,7 +74,14 @@ impl HttpClient {
                 settings.requests_per_second,
             ))),
             redactor: Redactor::new(secrets),
+            labels: None,
         })
+    }
+
+    /// Records this client's requests in the metrics under these labels.
+    pub fn with_metrics(mut self, labels: ApiLabels) -> HttpClient {
+        self.labels = Some(Arc::new(labels));
+        self
     }
 
     /// The underlying client, to build requests with.
@@ -95,10 +105,10 @@ impl HttpClient {
     ) -> Result<HttpResponse, MarketplaceError> {
         self.limiter.until_ready().await;
         let started = Instant::now();
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport_error(what, e))?;
+        let response = request.send().await.map_err(|e| {
+            self.record(None, started);
+            self.transport_error(what, e)
+        })?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let content_type = response
@@ -106,10 +116,11 @@ impl HttpClient {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(what, e))?;
+        let body = response.bytes().await.map_err(|e| {
+            self.record(None, started);
+            self.transport_error(what, e)
+        })?;
+        self.record(Some(status.as_u16()), started);
         let elapsed = started.elapsed();
         tracing::debug!(
             request = what,
@@ -151,6 +162,12 @@ impl HttpClient {
                 }
             },
         )
+    }
+
+    fn record(&self, status: Option<u16>, started: Instant) {
+        if let Some(labels) = &self.labels {
+            metrics::api_request(labels, status, started.elapsed());
+        }
     }
 
     fn transport_error(&self, what: &str, error: reqwest::Error) -> MarketplaceError {

@@ -9,6 +9,7 @@
 //! - [`store`]: the PostgreSQL schema and plain functions over it.
 //! - [`poller`]: a poll run of one account; [`daemon`] schedules them.
 //! - [`outbox`]: queued order transitions and the worker that pushes them to the marketplaces.
+//! - [`ops`]: health and readiness endpoints, Prometheus metrics, the systemd watchdog.
 //! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos; [`demo`] runs the daemon against them.
 //!
 //! See ARCHITECTURE.md for how data flows.
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod http;
 pub mod marketplace;
+pub mod ops;
 pub mod outbox;
 pub mod poller;
 pub mod progress;

@@ -22,6 +22,7 @@ use crate::config::AccountConfig;
 use crate::marketplace::{
     Disposition, Marketplace, MarketplaceError, Page, PageRequest, StreamPlan, StreamSpec,
 };
+use crate::ops::metrics;
 use crate::store::leases::{self, Lease};
 use crate::store::orders::{self, PageWrite};
 use crate::store::runs::{self, RunOutcome, RunTotals};
@@ -320,6 +321,13 @@ impl AccountPoller {
         runs::finish(&self.pool, run_id, totals, outcome, error.as_deref())
             .await
             .map_err(|e| store_err(e.into()))?;
+        metrics::poll_run(
+            &self.account.name,
+            self.account.marketplace,
+            spec.name,
+            outcome.as_str(),
+            &totals.counts,
+        );
         result
     }
 
@@ -525,6 +533,7 @@ impl AccountPoller {
                 _ => delay,
             })
             .notify(|e: &MarketplaceError, delay| {
+                metrics::poll_retry(&self.account.name, self.account.marketplace, spec.name);
                 tracing::warn!(stream = spec.name, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure; retrying");
             });
         let result = tokio::select! {

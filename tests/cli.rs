@@ -200,6 +200,7 @@ async fn run_with_no_accounts_stops_on_sigterm() {
         .arg("run")
         .env("DATABASE_URL", &db.url)
         .env("ORDERSYNC__LOG__FORMAT", "json")
+        .env("ORDERSYNC__HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -344,10 +345,12 @@ async fn sync_polls_once_and_a_replay_leaves_the_cursor_alone() {
     })
     .await
     .unwrap();
-    let rows: serde_json::Value =
+    let status: serde_json::Value =
         serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
+    let rows = &status["streams"];
     assert_eq!(rows[0]["account"], "labs");
     assert_eq!(rows[0]["last_outcome"], "succeeded");
+    assert_eq!(status["outbox"][0]["counts"]["pending"], 0);
 
     let unknown = tokio::task::spawn_blocking({
         let mut c = ordersync();

@@ -16,6 +16,7 @@ async fn the_demo_syncs_all_five_marketplaces_into_an_embedded_postgres() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("DATABASE_URL")
         .env_remove("ORDERSYNC_CONFIG")
+        .env("ORDERSYNC__HTTP__LISTEN", "127.0.0.1:0")
         .args(["demo", "--duration", "15s", "--orders", "50", "--data-dir"])
         .arg(&data_dir)
         .output()

@@ -1917,6 +1917,9 @@ mod daemon {
         // start-up poll and notifications make anything happen while the test runs.
         let config = format!(
             r#"
+[http]
+listen = "127.0.0.1:0"
+
 [outbox]
 poll_interval = "1h"
 min_backoff = "100ms"

@@ -6,6 +6,7 @@ mod raw;
 mod secret;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub log: LogSettings,
     pub shutdown_deadline: Duration,
+    /// The operations listener (`/healthz`, `/readyz`, `/metrics`).
+    pub http: ListenerSettings,
     pub outbox: OutboxConfig,
     pub accounts: Vec<AccountConfig>,
     /// Operator overrides of the status → canonical state mapping, per marketplace.
@@ -51,6 +54,14 @@ pub struct DatabaseSettings {
     pub url: Option<Secret>,
     pub max_connections: u32,
     pub auto_migrate: bool,
+}
+
+/// Where the operations endpoints listen (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSettings {
+    pub enabled: bool,
+    /// Port 0 picks a free port; the address taken is logged.
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

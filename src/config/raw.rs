@@ -11,8 +11,8 @@ use url::Url;
 
 use super::secret::SecretSource;
 use super::{
-    AccountConfig, ConfigError, Credentials, DatabaseSettings, LoadOptions, LogFormat, LogSettings,
-    OutboxConfig, Secret, Settings,
+    AccountConfig, ConfigError, Credentials, DatabaseSettings, ListenerSettings, LoadOptions,
+    LogFormat, LogSettings, OutboxConfig, Secret, Settings,
 };
 use crate::domain::{MarketplaceKind, OrderState};
 
@@ -25,6 +25,8 @@ struct RawSettings {
     log: RawLog,
     #[serde(default)]
     shutdown: RawShutdown,
+    #[serde(default)]
+    http: RawHttp,
     #[serde(default)]
     outbox: RawOutbox,
     #[serde(default)]
@@ -78,6 +80,22 @@ impl Default for RawShutdown {
     fn default() -> Self {
         RawShutdown {
             deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    enabled: bool,
+    listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            enabled: true,
+            listen: "127.0.0.1:9187".to_owned(),
         }
     }
 }
@@ -328,6 +346,18 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
         status_map.insert(kind, map);
     }
 
+    let http = ListenerSettings {
+        enabled: raw.http.enabled,
+        listen: raw.http.listen.parse().map_err(|e| {
+            invalid(
+                "http.listen".to_owned(),
+                format!(
+                    "`{}` is not an address with a port, like 127.0.0.1:9187: {e}",
+                    raw.http.listen
+                ),
+            )
+        })?,
+    };
     let outbox = outbox_config(&raw.outbox, &accounts, &invalid)?;
 
     let log = LogSettings {
@@ -339,6 +369,7 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
             database,
             log,
             shutdown_deadline: raw.shutdown.deadline,
+            http,
             outbox,
             accounts,
             status_map,

@@ -33,6 +33,7 @@ use super::{OutboxError, OutboxSettings};
 use crate::domain::{MarketplaceKind, Order};
 use crate::http::Redactor;
 use crate::marketplace::{Marketplace, MarketplaceError, Transition};
+use crate::ops::metrics;
 use crate::store::orders::{self, PageWrite};
 use crate::store::outbox::{self as store_outbox, Attempt, Claimed, Resolution};
 
@@ -223,6 +224,13 @@ impl OutboxWorker {
         }
     }
 
+    /// Stores an attempt and counts it in the metrics.
+    async fn record_attempt(&self, attempt: &Attempt<'_>) -> Result<(), sqlx::Error> {
+        store_outbox::record_attempt(&self.pool, attempt).await?;
+        metrics::outbox_attempt(&self.account, self.kind, attempt.action, attempt.outcome);
+        Ok(())
+    }
+
     fn span(&self, claim: &Claimed) -> tracing::Span {
         tracing::info_span!(
             "transition",
@@ -340,15 +348,12 @@ impl OutboxWorker {
             Ok(applied) => {
                 let summary = self.redactor.redact(&applied.request_summary);
                 let excerpt = self.redactor.redact(&applied.response_excerpt);
-                store_outbox::record_attempt(
-                    &self.pool,
-                    &Attempt {
-                        request_summary: Some(&summary),
-                        http_status: Some(applied.http_status),
-                        response_excerpt: Some(&excerpt),
-                        ..attempt("send", "succeeded")
-                    },
-                )
+                self.record_attempt(&Attempt {
+                    request_summary: Some(&summary),
+                    http_status: Some(applied.http_status),
+                    response_excerpt: Some(&excerpt),
+                    ..attempt("send", "succeeded")
+                })
                 .await?;
                 tracing::info!(
                     http_status = applied.http_status,
@@ -379,7 +384,7 @@ impl OutboxWorker {
                 retry_after,
                 ..
             } => {
-                store_outbox::record_attempt(&self.pool, &failed("transient")).await?;
+                self.record_attempt(&failed("transient")).await?;
                 tracing::warn!(error = %text, "transient failure");
                 self.retry_or_dead(claim, *retry_after, &text).await
             }
@@ -387,7 +392,7 @@ impl OutboxWorker {
                 ambiguous: true, ..
             }
             | MarketplaceError::Malformed { .. } => {
-                store_outbox::record_attempt(&self.pool, &failed("ambiguous")).await?;
+                self.record_attempt(&failed("ambiguous")).await?;
                 tracing::warn!(error = %text, "the send may or may not have taken effect; reading the order back");
                 match self.read_back(claim, transition).await? {
                     ReadBack::TookEffect => self.confirmed(claim).await,
@@ -396,7 +401,7 @@ impl OutboxWorker {
                 }
             }
             MarketplaceError::Rejected { .. } => {
-                store_outbox::record_attempt(&self.pool, &failed("rejected")).await?;
+                self.record_attempt(&failed("rejected")).await?;
                 tracing::warn!(error = %text, "transition refused by the marketplace");
                 self.resolve(claim, Resolution::Failed { error: &text }, || {
                     Outcome::Failed {
@@ -407,7 +412,7 @@ impl OutboxWorker {
                 .await
             }
             MarketplaceError::Unauthorized { .. } => {
-                store_outbox::record_attempt(&self.pool, &failed("unauthorized")).await?;
+                self.record_attempt(&failed("unauthorized")).await?;
                 tracing::error!(error = %text, "credentials refused; the transition waits for an operator");
                 self.resolve(claim, Resolution::Failed { error: &text }, || {
                     Outcome::Failed {
@@ -460,7 +465,7 @@ impl OutboxWorker {
                 } else {
                     "not_taken_effect"
                 };
-                store_outbox::record_attempt(&self.pool, &Attempt { outcome, ..base }).await?;
+                self.record_attempt(&Attempt { outcome, ..base }).await?;
                 tracing::info!(took_effect = took, "order read back");
                 self.store_order(&order).await;
                 return Ok(if took {
@@ -472,13 +477,10 @@ impl OutboxWorker {
             Ok(None) => {
                 let error = "the outcome is unknown and the marketplace offers no way to read the \
                              order back: check the order, then retry or cancel";
-                store_outbox::record_attempt(
-                    &self.pool,
-                    &Attempt {
-                        error: Some(error),
-                        ..base
-                    },
-                )
+                self.record_attempt(&Attempt {
+                    error: Some(error),
+                    ..base
+                })
                 .await?;
                 tracing::warn!("{error}");
                 let unknown = Resolution::Unknown {
@@ -502,15 +504,12 @@ impl OutboxWorker {
             MarketplaceError::Rejected { .. } | MarketplaceError::Malformed { .. } => "rejected",
             MarketplaceError::Unauthorized { .. } => "unauthorized",
         };
-        store_outbox::record_attempt(
-            &self.pool,
-            &Attempt {
-                outcome: recorded,
-                error: Some(&text),
-                http_status: status,
-                ..base
-            },
-        )
+        self.record_attempt(&Attempt {
+            outcome: recorded,
+            error: Some(&text),
+            http_status: status,
+            ..base
+        })
         .await?;
         tracing::warn!(error = %text, "could not read the order back");
         let reason = format!("outcome unknown; reading the order back failed: {text}");
@@ -597,23 +596,20 @@ impl OutboxWorker {
     async fn invalid(&self, claim: &Claimed, reason: &str) -> Result<Outcome, OutboxError> {
         let id = claim.id;
         let error = format!("invalid transition: {reason}");
-        store_outbox::record_attempt(
-            &self.pool,
-            &Attempt {
-                outbox_id: id,
-                attempt: claim.attempts,
-                fence: claim.fence,
-                worker: &self.owner,
-                action: "validate",
-                outcome: "invalid",
-                request_summary: None,
-                http_status: None,
-                response_excerpt: None,
-                error: Some(&error),
-                started_at: Utc::now(),
-                duration: Duration::ZERO,
-            },
-        )
+        self.record_attempt(&Attempt {
+            outbox_id: id,
+            attempt: claim.attempts,
+            fence: claim.fence,
+            worker: &self.owner,
+            action: "validate",
+            outcome: "invalid",
+            request_summary: None,
+            http_status: None,
+            response_excerpt: None,
+            error: Some(&error),
+            started_at: Utc::now(),
+            duration: Duration::ZERO,
+        })
         .await?;
         tracing::warn!(error = %error, "transition queued by SQL is invalid; marked failed");
         self.resolve(claim, Resolution::Failed { error: &error }, || {
