@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{ConfigError, Credentials, LoadOptions, Settings};
 use crate::daemon;
@@ -319,7 +320,12 @@ async fn sync(
         cancel.cancel();
     });
     let progress = crate::progress::Reporter::new();
-    let reports = worker.poller.poll(mode, &shutdown, &progress).await;
+    let span = tracing::info_span!("poll", account = %name, marketplace = %worker.poller.account().marketplace);
+    let reports = worker
+        .poller
+        .poll(mode, &shutdown, &progress)
+        .instrument(span)
+        .await;
     progress.finish();
     let mut failed = false;
     for report in &reports {

@@ -9,19 +9,25 @@ use ordersync::poller::{NoProgress, RunMode, StreamOutcome, StreamReport};
 use ordersync::sandbox::Api;
 use tokio_util::sync::CancellationToken;
 
-/// Orders in the database for `account`: external id → (status code, status text).
-async fn stored(env: &SyncEnv, api: Api) -> HashMap<String, (Option<String>, Option<String>)> {
-    let account_id = env.accounts[api.name()];
+/// Orders in the database for an account: external id → (status code, status text).
+async fn stored_for(
+    pool: &sqlx::PgPool,
+    account_id: i64,
+) -> HashMap<String, (Option<String>, Option<String>)> {
     sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
         "select external_id, status_code, status_text from orders where account_id = $1",
     )
     .bind(account_id)
-    .fetch_all(&env.db.pool)
+    .fetch_all(pool)
     .await
     .unwrap()
     .into_iter()
     .map(|(id, code, text)| (id, (code, text)))
     .collect()
+}
+
+async fn stored(env: &SyncEnv, api: Api) -> HashMap<String, (Option<String>, Option<String>)> {
+    stored_for(&env.db.pool, env.accounts[api.name()]).await
 }
 
 /// Whether a stored raw status is the one the sandbox shows.
@@ -41,25 +47,42 @@ fn same_status(api: Api, sandbox: &str, code: &Option<String>, text: &Option<Str
     }
 }
 
-/// Asserts the database holds exactly the sandbox's orders of `api`, each with its current status.
-async fn assert_in_step(env: &SyncEnv, api: Api) {
-    let db = stored(env, api).await;
-    let sandbox = env.sandbox.orders(api);
-    assert_eq!(db.len(), sandbox.len(), "{api}: order count differs");
-    let mut stale = Vec::new();
-    for order in &sandbox {
+/// How the database differs from the sandbox for `api`: missing, extra or stale orders.
+async fn differences(
+    pool: &sqlx::PgPool,
+    sandbox: &ordersync::sandbox::Sandbox,
+    api: Api,
+    account_id: i64,
+) -> Vec<String> {
+    let db = stored_for(pool, account_id).await;
+    let orders = sandbox.orders(api);
+    let mut found = Vec::new();
+    if db.len() != orders.len() {
+        found.push(format!(
+            "{api}: {} orders stored, {} in the sandbox",
+            db.len(),
+            orders.len()
+        ));
+    }
+    for order in &orders {
         match db.get(&order.external_id) {
-            None => panic!("{api}: order {} missing", order.external_id),
+            None => found.push(format!("{api}: order {} missing", order.external_id)),
             Some((code, text)) if !same_status(api, &order.status, code, text) => {
-                stale.push(format!(
-                    "{} sandbox={} db={code:?}/{text:?}",
+                found.push(format!(
+                    "{api}: {} stale: sandbox={} db={code:?}/{text:?}",
                     order.external_id, order.status
                 ))
             }
             Some(_) => {}
         }
     }
-    assert!(stale.is_empty(), "{api}: stale orders: {stale:?}");
+    found
+}
+
+/// Asserts the database holds exactly the sandbox's orders of `api`, each with its current status.
+async fn assert_in_step(env: &SyncEnv, api: Api) {
+    let found = differences(&env.db.pool, &env.sandbox, api, env.accounts[api.name()]).await;
+    assert!(found.is_empty(), "{found:?}");
 }
 
 fn assert_succeeded(api: Api, reports: &[StreamReport]) {
@@ -413,4 +436,68 @@ marketplace_tests! {
     allesgo => Api::Allesgo,
     c2c => Api::C2c,
     gittigidiyor => Api::Gittigidiyor,
+}
+
+/// `ordersync run` (the daemon, in process) with one account of each marketplace keeps all five in step
+/// with the sandbox while orders keep changing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_all_five_marketplaces_in_step() {
+    let env = SyncEnv::start(150).await;
+    let mut env_vars = HashMap::new();
+    env_vars.insert("DATABASE_URL".to_owned(), env.db.url.clone());
+    let (mut settings, _) = ordersync::config::Settings::load(&ordersync::config::LoadOptions {
+        env: Some(env_vars),
+        ..Default::default()
+    })
+    .unwrap();
+    settings.accounts = ordersync::demo::sandbox_accounts(&env.sandbox, "*/2 * * * * *").unwrap();
+    settings.http.listen.set_port(0);
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(ordersync::daemon::run(
+        settings,
+        env.db.pool.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+
+    let wait_in_step = |round: &'static str| {
+        let pool = env.db.pool.clone();
+        let sandbox = &env.sandbox;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+            loop {
+                let ids: HashMap<String, i64> =
+                    sqlx::query_as::<_, (String, i64)>("select name, id from accounts")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .collect();
+                let mut found = Vec::new();
+                for api in Api::ALL {
+                    match ids.get(&format!("demo-{}", api.name())) {
+                        Some(id) => found.extend(differences(&pool, sandbox, api, *id).await),
+                        None => found.push(format!("{api}: no account yet")),
+                    }
+                }
+                if found.is_empty() {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{round}: not in step after 90 s: {:?}",
+                    &found[..found.len().min(10)]
+                );
+                // The daemon polls every 2 s: look again after its next runs.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    };
+    wait_in_step("initial sync").await;
+    for api in Api::ALL {
+        env.sandbox.change_orders(api, 5);
+        env.sandbox.add_orders(api, 2);
+    }
+    wait_in_step("after changes").await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
 }
