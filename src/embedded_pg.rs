@@ -91,22 +91,7 @@ impl Cluster {
         if cluster.data_dir.join("postmaster.pid").exists() {
             let _ = run(&mut cluster.pg_ctl(&["stop", "-m", "fast"]));
         }
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c max_connections=200",
-            cluster.port,
-            cluster.data_dir.display()
-        );
-        let log = cluster.data_dir.join("server.log");
-        run(&mut cluster.pg_ctl(&[
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-l",
-            &log.display().to_string(),
-            "-o",
-            &options,
-        ]))?;
+        cluster.start_server()?;
         Ok(cluster)
     }
 
@@ -135,6 +120,35 @@ impl Cluster {
         }
         self.stopped = true;
         run(&mut self.pg_ctl(&["stop", "-m", "fast", "-w"]))
+    }
+
+    /// Starts the server again after [`Cluster::stop`], on the same port and data directory, as an
+    /// operator restarting PostgreSQL would (clients reconnect to the same address).
+    pub fn restart(&mut self) -> Result<(), EmbeddedPgError> {
+        self.stop()?;
+        self.start_server()?;
+        self.stopped = false;
+        Ok(())
+    }
+
+    fn start_server(&self) -> Result<(), EmbeddedPgError> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off -c max_connections=200",
+            self.port,
+            self.data_dir.display()
+        );
+        let log = self.data_dir.join("server.log");
+        run(&mut self.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            &log.display().to_string(),
+            "-o",
+            &options,
+        ]))?;
+        Ok(())
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Command {

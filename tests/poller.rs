@@ -2,64 +2,21 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use common::{SyncEnv, fast_retries};
 use ordersync::poller::{NoProgress, RunMode, StreamOutcome, StreamReport};
 use ordersync::sandbox::Api;
 use tokio_util::sync::CancellationToken;
 
-/// Orders in the database for `account`: external id → (status code, status text).
+/// Orders in the database for the account of `api`: external id → (status code, status text).
 async fn stored(env: &SyncEnv, api: Api) -> HashMap<String, (Option<String>, Option<String>)> {
-    let account_id = env.accounts[api.name()];
-    sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
-        "select external_id, status_code, status_text from orders where account_id = $1",
-    )
-    .bind(account_id)
-    .fetch_all(&env.db.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|(id, code, text)| (id, (code, text)))
-    .collect()
-}
-
-/// Whether a stored raw status is the one the sandbox shows.
-fn same_status(api: Api, sandbox: &str, code: &Option<String>, text: &Option<String>) -> bool {
-    match api {
-        // allesgo has no order status: both sides list the distinct package codes.
-        Api::Allesgo => {
-            let set = |s: &str| {
-                s.split(',')
-                    .map(str::trim)
-                    .map(str::to_owned)
-                    .collect::<BTreeSet<_>>()
-            };
-            code.as_deref().is_some_and(|c| set(c) == set(sandbox))
-        }
-        _ => code.as_deref() == Some(sandbox) || text.as_deref() == Some(sandbox),
-    }
+    common::in_step::stored(&env.db.pool, env.accounts[api.name()]).await
 }
 
 /// Asserts the database holds exactly the sandbox's orders of `api`, each with its current status.
 async fn assert_in_step(env: &SyncEnv, api: Api) {
-    let db = stored(env, api).await;
-    let sandbox = env.sandbox.orders(api);
-    assert_eq!(db.len(), sandbox.len(), "{api}: order count differs");
-    let mut stale = Vec::new();
-    for order in &sandbox {
-        match db.get(&order.external_id) {
-            None => panic!("{api}: order {} missing", order.external_id),
-            Some((code, text)) if !same_status(api, &order.status, code, text) => {
-                stale.push(format!(
-                    "{} sandbox={} db={code:?}/{text:?}",
-                    order.external_id, order.status
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    assert!(stale.is_empty(), "{api}: stale orders: {stale:?}");
+    common::in_step::assert_in_step(&env.db.pool, env.accounts[api.name()], &env.sandbox, api).await
 }
 
 fn assert_succeeded(api: Api, reports: &[StreamReport]) {
