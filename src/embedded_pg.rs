@@ -95,13 +95,12 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Starts a stopped cluster again on the same port, so URLs handed out before stay valid (tests of
-    /// database outages).
+    /// Stops the server if it runs and starts it again on the same port and data directory, as an
+    /// operator restarting PostgreSQL would: URLs handed out before stay valid.
     pub fn restart(&mut self) -> Result<(), EmbeddedPgError> {
-        if self.stopped {
-            self.pg_start()?;
-            self.stopped = false;
-        }
+        self.stop()?;
+        self.pg_start()?;
+        self.stopped = false;
         Ok(())
     }
 

@@ -365,3 +365,142 @@ async fn sync_polls_once_and_a_replay_leaves_the_cursor_alone() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown).contains("nope"));
 }
+
+/// Asserts a refusal: the expected exit status, a message, and neither a panic nor a backtrace.
+fn assert_refused(what: &str, output: &Output, code: i32) -> String {
+    let out = text(output);
+    assert_eq!(output.status.code(), Some(code), "{what}: {out}");
+    assert!(!out.trim().is_empty(), "{what}: no message");
+    for bad in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!out.contains(bad), "{what}: {out}");
+    }
+    out
+}
+
+#[test]
+fn bad_configuration_files_are_refused_with_a_message_naming_the_problem() {
+    let labs = "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { env = \"HOME\" }\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("not TOML", "this is [not toml".into(), ""),
+        ("wrong type", "[database]\nmax_connections = \"ten\"\n".into(), "max_connections"),
+        ("negative count", "[database]\nmax_connections = -1\n".into(), "max_connections"),
+        ("huge number", "[database]\nmax_connections = 99999999999999999999\n".into(), ""),
+        ("bad duration", "[shutdown]\ndeadline = \"forever\"\n".into(), "deadline"),
+        ("bad log format", "[log]\nformat = \"xml\"\n".into(), "format"),
+        ("bad url", format!("{labs}base_url = \"not a url\"\n"), "base_url"),
+        ("bad schedule", format!("{labs}schedule = \"every minute\"\n"), "schedule"),
+        ("zero page size", format!("{labs}page_size = 0\n"), "page_size"),
+        ("zero rate", format!("{labs}requests_per_second = 0\n"), "requests_per_second"),
+        ("negative days", format!("{labs}initial_sync_days = -3\n"), "initial_sync_days"),
+        ("bad name", labs.replace("name = \"a\"", "name = \"Bad Name!\""), "name"),
+        ("duplicate names", format!("{labs}\n{labs}"), "a"),
+        ("missing credential", "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\n".into(), "token"),
+        (
+            "missing secret file",
+            "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { file = \"/no/such/secret\" }\n".into(),
+            "/no/such/secret",
+        ),
+        (
+            "unknown secret source",
+            "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = { vault = \"x\" }\n".into(),
+            "token",
+        ),
+        ("accounts not a list", "accounts = 3\n".into(), "accounts"),
+        ("unknown state", "[status_map.labs]\nCREATED = \"shipped-ish\"\n".into(), "shipped-ish"),
+        ("unknown marketplace map", "[status_map.amazon]\nX = \"shipped\"\n".into(), "amazon"),
+    ];
+    for (what, config, names) in cases {
+        let file = config_file(&config);
+        let output = ordersync()
+            .arg("check-config")
+            .arg("--config")
+            .arg(file.path())
+            .output()
+            .unwrap();
+        let out = assert_refused(what, &output, 2);
+        assert!(
+            out.contains(names),
+            "{what}: the message does not name `{names}`: {out}"
+        );
+    }
+
+    // Not a file, and not text.
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.toml");
+    std::fs::write(&garbage, [0xff, 0xfe, 0x00, 0x9c, b'[', 0x80]).unwrap();
+    for path in [
+        dir.path().join("missing.toml"),
+        dir.path().to_owned(),
+        garbage,
+    ] {
+        let output = ordersync()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_refused(&path.display().to_string(), &output, 2);
+    }
+
+    // The environment layer is checked the same way.
+    let output = ordersync()
+        .arg("check-config")
+        .env("ORDERSYNC__DATABASE__MAX_CONNECTIONS", "many")
+        .output()
+        .unwrap();
+    assert_refused("environment override", &output, 2);
+}
+
+#[test]
+fn bad_command_lines_are_usage_errors_with_a_message() {
+    let cases: &[&[&str]] = &[
+        &["no-such-command"],
+        &["--no-such-flag"],
+        &["sync"],
+        &[
+            "sync",
+            "--account",
+            "a",
+            "--since",
+            "2026-13-45",
+            "--until",
+            "2026-01-01",
+        ],
+        &["sync", "--account", "a", "--since", "2026-01-01"],
+        &["outbox", "retry", "abc"],
+        &["outbox", "cancel", "-5x"],
+        &["outbox", "add", "--account", "a"],
+        &["outbox", "list", "--state", "bogus"],
+        &["outbox", "list", "--limit", "lots"],
+        &["demo", "--duration", "forever"],
+        &["demo", "--orders", "-1"],
+        &["sandbox", "--port", "99999"],
+        &["status", "--json=yes"],
+    ];
+    for args in cases {
+        let output = ordersync().args(*args).output().unwrap();
+        assert_refused(&args.join(" "), &output, 2);
+    }
+    // Commands that need a database say so when none is configured, and an unknown account is named.
+    for args in [&["status"][..], &["migrate"], &["outbox", "list"]] {
+        let output = ordersync().args(args).output().unwrap();
+        let out = assert_refused(&args.join(" "), &output, 2);
+        assert!(out.contains("database.url"), "{out}");
+    }
+    let output = ordersync()
+        .args(["sync", "--account", "nobody"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    let out = assert_refused("unknown account", &output, 2);
+    assert!(out.contains("nobody"), "{out}");
+    // A database that cannot be reached is an error (1) with its cause, not a panic.
+    for url in ["postgres://nobody@127.0.0.1:1/none", "not a url at all"] {
+        let output = ordersync()
+            .arg("status")
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap();
+        assert_refused(url, &output, 1);
+    }
+}

@@ -2,87 +2,21 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use common::{SyncEnv, fast_retries};
 use ordersync::poller::{NoProgress, RunMode, StreamOutcome, StreamReport};
 use ordersync::sandbox::Api;
 use tokio_util::sync::CancellationToken;
 
-/// Orders in the database for an account: external id → (status code, status text).
-async fn stored_for(
-    pool: &sqlx::PgPool,
-    account_id: i64,
-) -> HashMap<String, (Option<String>, Option<String>)> {
-    sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
-        "select external_id, status_code, status_text from orders where account_id = $1",
-    )
-    .bind(account_id)
-    .fetch_all(pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|(id, code, text)| (id, (code, text)))
-    .collect()
-}
-
+/// Orders in the database for the account of `api`: external id → (status code, status text).
 async fn stored(env: &SyncEnv, api: Api) -> HashMap<String, (Option<String>, Option<String>)> {
-    stored_for(&env.db.pool, env.accounts[api.name()]).await
-}
-
-/// Whether a stored raw status is the one the sandbox shows.
-fn same_status(api: Api, sandbox: &str, code: &Option<String>, text: &Option<String>) -> bool {
-    match api {
-        // allesgo has no order status: both sides list the distinct package codes.
-        Api::Allesgo => {
-            let set = |s: &str| {
-                s.split(',')
-                    .map(str::trim)
-                    .map(str::to_owned)
-                    .collect::<BTreeSet<_>>()
-            };
-            code.as_deref().is_some_and(|c| set(c) == set(sandbox))
-        }
-        _ => code.as_deref() == Some(sandbox) || text.as_deref() == Some(sandbox),
-    }
-}
-
-/// How the database differs from the sandbox for `api`: missing, extra or stale orders.
-async fn differences(
-    pool: &sqlx::PgPool,
-    sandbox: &ordersync::sandbox::Sandbox,
-    api: Api,
-    account_id: i64,
-) -> Vec<String> {
-    let db = stored_for(pool, account_id).await;
-    let orders = sandbox.orders(api);
-    let mut found = Vec::new();
-    if db.len() != orders.len() {
-        found.push(format!(
-            "{api}: {} orders stored, {} in the sandbox",
-            db.len(),
-            orders.len()
-        ));
-    }
-    for order in &orders {
-        match db.get(&order.external_id) {
-            None => found.push(format!("{api}: order {} missing", order.external_id)),
-            Some((code, text)) if !same_status(api, &order.status, code, text) => {
-                found.push(format!(
-                    "{api}: {} stale: sandbox={} db={code:?}/{text:?}",
-                    order.external_id, order.status
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    found
+    common::in_step::stored(&env.db.pool, env.accounts[api.name()]).await
 }
 
 /// Asserts the database holds exactly the sandbox's orders of `api`, each with its current status.
 async fn assert_in_step(env: &SyncEnv, api: Api) {
-    let found = differences(&env.db.pool, &env.sandbox, api, env.accounts[api.name()]).await;
-    assert!(found.is_empty(), "{found:?}");
+    common::in_step::assert_in_step(&env.db.pool, env.accounts[api.name()], &env.sandbox, api).await
 }
 
 fn assert_succeeded(api: Api, reports: &[StreamReport]) {
@@ -475,7 +409,13 @@ async fn the_daemon_keeps_all_five_marketplaces_in_step() {
                 let mut found = Vec::new();
                 for api in Api::ALL {
                     match ids.get(&format!("demo-{}", api.name())) {
-                        Some(id) => found.extend(differences(&pool, sandbox, api, *id).await),
+                        Some(id) => {
+                            let difference =
+                                common::in_step::difference(&pool, *id, sandbox, api).await;
+                            if !difference.is_empty() {
+                                found.push(format!("{api}: {difference:?}"));
+                            }
+                        }
                         None => found.push(format!("{api}: no account yet")),
                     }
                 }

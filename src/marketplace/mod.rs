@@ -17,6 +17,8 @@ use crate::http::HttpClient;
 pub mod allesgo;
 mod args;
 pub mod c2c;
+#[cfg(test)]
+mod fuzz;
 pub mod gittigidiyor;
 pub mod i1;
 pub mod labs;

@@ -2,6 +2,9 @@
 //! throw-away cluster started once per test binary with the machine's PostgreSQL binaries.
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod in_step;
+
 use std::sync::{Mutex, OnceLock};
 
 use ordersync::embedded_pg::Cluster;

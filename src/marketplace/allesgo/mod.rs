@@ -16,6 +16,8 @@
 //! packages and items; the order's state is derived from its packages ([`state`] documents both rules).
 //! Amount and date rules are in [`wire`].
 
+#[cfg(test)]
+mod proptests;
 mod state;
 mod transitions;
 mod wire;

@@ -181,19 +181,25 @@ fn envelope_data(body: &[u8]) -> Result<Value, Problem> {
     Ok(data)
 }
 
+/// The API's message; a blank one is no message (the caller then says what it knows instead).
 fn error_message(map: &Map<String, Value>) -> Option<String> {
+    let text = |v: &Value| {
+        v.as_str()
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned)
+    };
     let from_error = match map.get("error") {
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(s @ Value::String(_)) => text(s),
         Some(Value::Object(inner)) => ["message", "description", "error_description"]
             .iter()
-            .find_map(|k| inner.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .find_map(|k| inner.get(*k).and_then(text))
             .or_else(|| Some(Value::Object(inner.clone()).to_string())),
         _ => None,
     };
     from_error.or_else(|| {
         ["message", "error_description", "notice"]
             .iter()
-            .find_map(|k| map.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .find_map(|k| map.get(*k).and_then(text))
     })
 }
 

@@ -19,6 +19,8 @@
 //! Status texts map as the digest says (see [`DEFAULTS`]); amount and date rules are in [`wire`];
 //! the one transition and its read-back are in [`transitions`].
 
+#[cfg(test)]
+mod proptests;
 mod transitions;
 mod wire;
 

@@ -14,6 +14,8 @@
 //! 200) are rejections carrying the service's message. Amounts, dates and states are normalized in
 //! `wire`; `Order.raw` is the `<sale>` element converted to JSON by `xml`.
 
+#[cfg(test)]
+mod proptests;
 mod wire;
 mod xml;
 

@@ -18,6 +18,8 @@
 //! mapped with the digest's table; new codes map to `unknown`. The one transition (rejecting an
 //! item) and reading one order back are in [`transitions`].
 
+#[cfg(test)]
+mod proptests;
 mod transitions;
 mod wire;
 

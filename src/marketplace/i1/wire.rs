@@ -82,7 +82,12 @@ pub(super) fn api_message(body: &[u8]) -> Option<String> {
 
 fn api_message_of(value: &Value) -> Option<String> {
     let object = value.as_object()?;
-    if let Some(detail) = object.get("detail").and_then(Value::as_str) {
+    // A blank message is no message: the caller then says what it knows instead.
+    if let Some(detail) = object
+        .get("detail")
+        .and_then(Value::as_str)
+        .filter(|d| !d.trim().is_empty())
+    {
         return Some(detail.to_owned());
     }
     let messages: Vec<String> = object
@@ -92,6 +97,7 @@ fn api_message_of(value: &Value) -> Option<String> {
                 .as_array()?
                 .iter()
                 .filter_map(Value::as_str)
+                .filter(|t| !t.trim().is_empty())
                 .collect();
             if texts.is_empty() {
                 return None;

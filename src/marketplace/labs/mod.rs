@@ -11,6 +11,8 @@
 //! packages) are on [`wire::into_order`]; payload dates in either documented format are Istanbul time.
 //! Transitions (status, delete, invoice link) and reading one order back are in [`transitions`].
 
+#[cfg(test)]
+mod proptests;
 mod transitions;
 mod wire;
 

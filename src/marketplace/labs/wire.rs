@@ -91,10 +91,17 @@ pub(super) fn api_message(body: &[u8]) -> Option<String> {
 
 fn api_message_of(value: &Value) -> Option<String> {
     let object = value.as_object()?;
+    // A blank message is no message: the caller then says what it knows instead.
+    let text = |key: &str| {
+        object
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+    };
     ["message", "error"]
         .iter()
-        .find_map(|key| object.get(*key).and_then(Value::as_str))
-        .or_else(|| object.get("status").and_then(Value::as_str))
+        .find_map(|key| text(key))
+        .or_else(|| text("status"))
         .map(str::to_owned)
 }
 
