@@ -118,7 +118,7 @@ impl DaemonConfig {
             }
         };
         let mut toml = String::from(
-            "[log]\nlevel = \"info\"\nformat = \"json\"\n\n[shutdown]\ndeadline = \"10s\"\n",
+            "[log]\nlevel = \"info\"\nformat = \"json\"\n\n[shutdown]\ndeadline = \"10s\"\n\n# Several daemons run at once: each takes a free port.\n[http]\nlisten = \"127.0.0.1:0\"\n",
         );
         for api in Api::ALL {
             let credentials = match api {
