@@ -78,7 +78,12 @@ say "database $DB_URL; sandbox with $EXPECTED_ORDERS orders"
 docker run -d --name "$CONTAINER" --network=host --tmpfs /run --tmpfs /run/lock \
   -v /sys/fs/cgroup:/sys/fs/cgroup:ro ordersync-test/systemd >/dev/null || fail "cannot start the systemd container"
 STARTED=1
-state=$(ctr timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
+state=
+for _ in $(seq 1 60); do  # systemctl answers once systemd's bus is up
+  state=$(ctr systemctl is-system-running 2>/dev/null || true)
+  case "$state" in running|degraded) break ;; esac
+  sleep 1
+done
 case "$state" in running|degraded) ;; *) fail "systemd in the container did not boot (state '$state')" ;; esac
 say "ok: systemd is up in $CONTAINER ($state)"
 
