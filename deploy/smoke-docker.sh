@@ -11,7 +11,8 @@
 #
 # Engine: ../shared/tools/docker-up.sh when present, else any running engine; without one it says so and exits 0.
 # Environment: SMOKE_IMAGE (tag, default ordersync:smoke), SMOKE_BIN_OUT (copy the image's binary there, for
-# deploy/smoke-systemd.sh), SMOKE_ORDERS (orders per fake marketplace, default 40).
+# deploy/smoke-systemd.sh), SMOKE_ORDERS (orders per fake marketplace, default 40), SMOKE_NO_BUILD=1 (reuse an
+# existing $SMOKE_IMAGE instead of building it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=smoke-docker
@@ -40,8 +41,12 @@ if ! engine_up; then
 fi
 t0=$(now)
 
-say "docker build -f deploy/Dockerfile -t $IMAGE ."
-docker build --network=host -q -f deploy/Dockerfile -t "$IMAGE" . >/dev/null || fail "docker build failed"
+if [ "${SMOKE_NO_BUILD:-}" = 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  say "SMOKE_NO_BUILD=1: using the existing image $IMAGE"
+else
+  say "docker build -f deploy/Dockerfile -t $IMAGE ."
+  docker build --network=host -q -f deploy/Dockerfile -t "$IMAGE" . >/dev/null || fail "docker build failed"
+fi
 t_build=$(($(now) - t0))
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 say "ok: built $IMAGE in ${t_build}s; image size $((size / 1000000)) MB"

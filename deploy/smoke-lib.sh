@@ -41,7 +41,7 @@ start_database() {
     DROP_DB=$db
     return
   fi
-  mkdir -p "$WORK/pg"
+  mkdir -p "$WORK/pg"; : >"$WORK/db.out"
   "$bin" demo --db-only --data-dir "$WORK/pg" >"$WORK/db.out" 2>"$WORK/db.err" &
   DB_PID=$!
   for _ in $(seq 1 60); do
@@ -58,7 +58,7 @@ start_database() {
 # SECRETS their (fake) secrets, one a line, which no log may contain.
 start_sandbox() {
   local bin=$1 orders=$2 port
-  port=$(free_port)
+  port=$(free_port); : >"$WORK/sandbox.out"
   "$bin" sandbox --port "$port" --orders "$orders" >"$WORK/sandbox.out" 2>"$WORK/sandbox.err" &
   SANDBOX_PID=$!
   for _ in $(seq 1 30); do
