@@ -147,7 +147,7 @@ say "ok: up three watchdog periods, NRestarts=0, all $ORDERS orders in"
 
 # 3. kill -9: systemd restarts it; nothing lost, nothing twice.
 pid=$(prop MainPID)
-ctr kill -9 "$pid"
+ctr sh -c "kill -9 $pid"
 t3=$(now); newpid=
 while [ $(($(now) - t3)) -lt 40 ]; do
   newpid=$(prop MainPID)
