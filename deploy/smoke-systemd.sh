@@ -8,7 +8,7 @@
 #
 #   deploy/smoke-systemd.sh                          # from the repository root
 #   ORDERSYNC_BIN=path deploy/smoke-systemd.sh       # use that release binary (default: cargo build --release)
-#   SMOKE_BREAK=readiness deploy/smoke-systemd.sh    # READY=1 is ignored (NotifyAccess=none): must fail at start
+#   SMOKE_BREAK=readiness deploy/smoke-systemd.sh    # READY=1 never arrives (no NOTIFY_SOCKET): must fail at start
 #   SMOKE_BREAK=restart   deploy/smoke-systemd.sh    # Restart=no: must fail after kill -9
 #
 # This sandbox cannot give a service mount namespaces: a test-only drop-in turns off exactly the directives that
@@ -112,8 +112,8 @@ say "ok: systemd-analyze verify deploy/ordersync.service"
 ctr mkdir -p /etc/systemd/system/ordersync.service.d
 printf '%s' "$TEST_DROPIN" | ctri sh -c 'cat >/etc/systemd/system/ordersync.service.d/10-smoke-no-namespaces.conf'
 case "$BREAK" in
-  readiness) say "SMOKE_BREAK=readiness: NotifyAccess=none, READY=1 never counts"
-    printf '[Service]\nNotifyAccess=none\nTimeoutStartSec=20s\n' | ctri sh -c 'cat >/etc/systemd/system/ordersync.service.d/90-break.conf' ;;
+  readiness) say "SMOKE_BREAK=readiness: the daemon runs without NOTIFY_SOCKET, so READY=1 never arrives"
+    printf '[Service]\nExecStart=\nExecStart=/usr/bin/env -u NOTIFY_SOCKET /usr/local/bin/ordersync run\nTimeoutStartSec=20s\n' | ctri sh -c 'cat >/etc/systemd/system/ordersync.service.d/90-break.conf' ;;
   restart) say "SMOKE_BREAK=restart: Restart=no"
     printf '[Service]\nRestart=no\n' | ctri sh -c 'cat >/etc/systemd/system/ordersync.service.d/90-break.conf' ;;
 esac
@@ -179,7 +179,7 @@ grep -q '"message":"shutting down"' "$WORK/journal.log" || fail "the journal lac
 ctr rm -rf /etc/systemd/system/ordersync.service.d
 ctr systemctl daemon-reload
 ctr systemd-analyze security --no-pager ordersync.service >"$WORK/security.txt" 2>&1 || true
-score=$(awk '/Overall exposure level/ {print $(NF-1)}' "$WORK/security.txt")
+score=$(sed -nE 's/.*Overall exposure level for [^:]*: ([0-9.]+).*/\1/p' "$WORK/security.txt")
 [ -n "$score" ] || { cat "$WORK/security.txt" >&2; fail "systemd-analyze security gave no score"; }
 grep -E '^✗' "$WORK/security.txt" | sed 's/^/  /' >&2 || true
 awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' || fail "systemd-analyze security rates the unit $score, above 2.0"
