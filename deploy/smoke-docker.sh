@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Proves the Docker image by running it: builds deploy/Dockerfile, runs the image with --network=host against a
+# throw-away database and the sandbox (the five fake marketplaces), and checks that the health check turns
+# healthy, the orders arrive, the process is not root, the log is JSON without a secret, and `docker stop`
+# exits 0 within the shutdown deadline. Prints the image's size.
+#
+#   deploy/smoke-docker.sh                      # from the repository root
+#   DATABASE_URL=postgres://… deploy/smoke-docker.sh   # a fresh database on that server instead of a private cluster
+#   SMOKE_BREAK=health   deploy/smoke-docker.sh # the listener is turned off: must fail "never healthy"
+#   SMOKE_BREAK=shutdown deploy/smoke-docker.sh # stop signal the process ignores: must fail "docker stop"
+#
+# Engine: ../shared/tools/docker-up.sh when present, else any running engine; without one it says so and exits 0.
+# Environment: SMOKE_IMAGE (tag, default ordersync:smoke), SMOKE_BIN_OUT (copy the image's binary there, for
+# deploy/smoke-systemd.sh), SMOKE_ORDERS (orders per fake marketplace, default 40), SMOKE_NO_BUILD=1 (reuse an
+# existing $SMOKE_IMAGE instead of building it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAME=smoke-docker
+WORK=$(mktemp -d /tmp/ordersync-smoke-docker.XXXXXX)
+chmod 0755 "$WORK"
+. deploy/smoke-lib.sh
+IMAGE=${SMOKE_IMAGE:-ordersync:smoke}
+BREAK=${SMOKE_BREAK:-}
+ORDERS_PER_API=${SMOKE_ORDERS:-40}
+DEADLINE=30  # shutdown.deadline of config/default.toml
+CONTAINER=ordersync-smoke-$$
+cleanup() {
+  if [ -n "${STARTED:-}" ]; then
+    docker logs "$CONTAINER" >"$WORK/container.log" 2>&1 || true
+    [ "${OK:-}" = 1 ] || { say "last lines of the container's log:"; tail -n 15 "$WORK/container.log" >&2; }
+    docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
+  fi
+  cleanup_common
+}
+trap cleanup EXIT
+
+case "$BREAK" in ""|health|shutdown) ;; *) fail "SMOKE_BREAK must be health or shutdown, not $BREAK" ;; esac
+if ! engine_up; then
+  say "SKIPPED: no Docker engine (../shared/tools/docker-up.sh absent and \`docker info\` fails)"
+  exit 0
+fi
+t0=$(now)
+
+if [ "${SMOKE_NO_BUILD:-}" = 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  say "SMOKE_NO_BUILD=1: using the existing image $IMAGE"
+else
+  say "docker build -f deploy/Dockerfile -t $IMAGE ."
+  docker build --network=host -q -f deploy/Dockerfile -t "$IMAGE" . >/dev/null || fail "docker build failed"
+fi
+t_build=$(($(now) - t0))
+size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+say "ok: built $IMAGE in ${t_build}s; image size $((size / 1000000)) MB"
+
+BIN=$WORK/ordersync
+binary_from_image "$IMAGE" "$BIN"
+[ -n "${SMOKE_BIN_OUT:-}" ] && cp "$BIN" "$SMOKE_BIN_OUT"
+start_database "$BIN"
+start_sandbox "$BIN" "$ORDERS_PER_API"
+say "database $DB_URL; sandbox with $EXPECTED_ORDERS orders"
+
+# The operator's file: the sandbox's accounts (their fake secrets as literals, as the sandbox prints them);
+# the database URL comes from the environment.
+cp "$SANDBOX_TOML" "$WORK/ordersync.toml"
+chmod 0644 "$WORK/ordersync.toml"
+HTTP_PORT=$(free_port)
+extra=()
+case "$BREAK" in
+  health) extra+=(-e ORDERSYNC__HTTP__ENABLED=false); say "SMOKE_BREAK=health: the health endpoint is turned off" ;;
+  shutdown) extra+=(--stop-signal SIGUSR2); say "SMOKE_BREAK=shutdown: the container is stopped with a signal it ignores" ;;
+esac
+# The image's HEALTHCHECK probes every 30 s; the smoke test probes every 2 s (same command).
+docker run -d --name "$CONTAINER" --network=host \
+  --stop-timeout $((DEADLINE + 15)) --health-interval 2s --health-start-period 60s \
+  -e DATABASE_URL="$DB_URL" \
+  -e ORDERSYNC_CONFIG=/etc/ordersync/ordersync.toml \
+  -e ORDERSYNC__HTTP__LISTEN="127.0.0.1:$HTTP_PORT" \
+  -v "$WORK/ordersync.toml:/etc/ordersync/ordersync.toml:ro" \
+  "${extra[@]}" "$IMAGE" >/dev/null || fail "docker run failed"
+STARTED=1
+
+t1=$(now); health=starting
+while [ $(($(now) - t1)) -lt 60 ]; do
+  health=$(docker inspect -f '{{.State.Health.Status}}' "$CONTAINER")
+  state=$(docker inspect -f '{{.State.Status}}' "$CONTAINER")
+  [ "$health" = healthy ] && break
+  [ "$state" = running ] || fail "the container stopped ($state) before it was healthy"
+  [ "$health" = unhealthy ] && break
+  sleep 1
+done
+[ "$health" = healthy ] || fail "the container never became healthy (health: $health; last probe: $(docker inspect -f '{{with .State.Health}}{{range .Log}}{{.Output}}{{end}}{{end}}' "$CONTAINER" | tail -n 2 | tr '\n' ' '))"
+say "ok: healthy after $(($(now) - t1))s"
+
+wait_orders 90 || fail "only $ORDERS of the sandbox's $EXPECTED_ORDERS orders arrived in 90 s"
+check_orders
+
+uid=$(docker exec "$CONTAINER" awk '/^Uid:/ {print $2}' /proc/1/status)
+[ -n "$uid" ] && [ "$uid" != 0 ] || fail "the daemon runs as root (uid '$uid')"
+say "ok: the daemon (pid 1 in the container) runs as uid $uid"
+
+t2=$(now)
+docker stop "$CONTAINER" >/dev/null || fail "docker stop failed"
+took=$(($(now) - t2))
+code=$(docker inspect -f '{{.State.ExitCode}}' "$CONTAINER")
+[ "$code" = 0 ] || fail "docker stop: the daemon exited with $code after ${took}s (killed after the stop timeout?), not 0"
+[ "$took" -le "$DEADLINE" ] || fail "docker stop took ${took}s, more than the shutdown deadline (${DEADLINE}s)"
+say "ok: docker stop → exit 0 in ${took}s"
+
+docker logs "$CONTAINER" >"$WORK/container.log" 2>&1
+check_log "$WORK/container.log"
+OK=1
+say "PASSED in $(($(now) - t0))s (build ${t_build}s); image $IMAGE: $((size / 1000000)) MB"
