@@ -27,6 +27,9 @@ use crate::store::orders::{self, PageWrite};
 use crate::store::runs::{self, RunOutcome, RunTotals};
 use crate::store::{self, StoreError};
 
+/// How many page requests of one stream a run keeps in flight ahead of the page it is writing.
+pub const FETCH_AHEAD: usize = 8;
+
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
 
