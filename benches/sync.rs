@@ -245,7 +245,17 @@ fn load() -> String {
 struct Databases {
     admin: PgConnectOptions,
     admin_url: url::Url,
-    _cluster: Option<ordersync::embedded_pg::Cluster>,
+    /// The throw-away cluster and its directory, removed when the benchmark ends.
+    cluster: Option<(ordersync::embedded_pg::Cluster, std::path::PathBuf)>,
+}
+
+impl Drop for Databases {
+    fn drop(&mut self) {
+        if let Some((cluster, dir)) = self.cluster.take() {
+            drop(cluster);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Databases {
@@ -260,13 +270,13 @@ impl Databases {
                     .keep();
                 let cluster =
                     ordersync::embedded_pg::Cluster::start(&dir).expect("start PostgreSQL");
-                (cluster.admin_url(), Some(cluster))
+                (cluster.admin_url(), Some((cluster, dir)))
             }
         };
         Databases {
             admin: url.parse().expect("admin url"),
             admin_url: url::Url::parse(&url).expect("admin url"),
-            _cluster: cluster,
+            cluster,
         }
     }
 
