@@ -33,6 +33,10 @@ use crate::store::{self, StoreError};
 /// How many page requests of one stream a run keeps in flight ahead of the page it is writing.
 pub const FETCH_AHEAD: usize = 8;
 
+/// About how many fetched orders a run may hold ahead of its writes: pages of APIs without pagination
+/// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
+const FETCH_AHEAD_ORDERS: usize = 2_000;
+
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
 
@@ -486,7 +490,9 @@ impl AccountPoller {
                 return Ok(false);
             }
             // Plan lanes and send requests while there is room, and always for the page to write next.
-            while in_flight.len() + ready.len() < FETCH_AHEAD
+            while (in_flight.len() + ready.len() < FETCH_AHEAD
+                && (in_flight.len() + ready.len() + 1) * orders_per_page(&lanes)
+                    <= FETCH_AHEAD_ORDERS)
                 || lanes
                     .get(lane)
                     .is_none_or(|l| l.requested_confirmed <= index)
@@ -565,13 +571,7 @@ impl AccountPoller {
         writing: usize,
     ) -> Option<Slot> {
         for (i, lane) in lanes.iter_mut().enumerate().skip(writing) {
-            if let Some(token) = lane
-                .confirmed
-                .iter()
-                .skip(lane.requested_confirmed)
-                .next()
-                .cloned()
-            {
+            if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
                 lane.requested_confirmed += 1;
                 return Some(Slot { lane: i, token });
             }
@@ -833,6 +833,14 @@ impl LanePlanner {
             }
         }
     }
+}
+
+/// The orders of an average page examined so far (at least 1).
+fn orders_per_page(lanes: &[Lane]) -> usize {
+    let (pages, orders) = lanes
+        .iter()
+        .fold((0, 0), |(p, o), lane| (p + lane.checked, o + lane.orders));
+    orders.checked_div(pages).unwrap_or(0).max(1)
 }
 
 /// Takes in a fetched page: keeps it for writing, and learns from the lane's pages, in order, which
