@@ -10,11 +10,14 @@
 //! - A stream is polled by one replica at a time: the run holds a lease, and every page write checks
 //!   and renews it.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +30,13 @@ use crate::store::leases::{self, Lease};
 use crate::store::orders::{self, PageWrite};
 use crate::store::runs::{self, RunOutcome, RunTotals};
 use crate::store::{self, StoreError};
+
+/// How many page requests of one stream a run keeps in flight ahead of the page it is writing.
+pub const FETCH_AHEAD: usize = 8;
+
+/// About how many fetched orders a run may hold ahead of its writes: pages of APIs without pagination
+/// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
+const FETCH_AHEAD_ORDERS: usize = 2_000;
 
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
@@ -389,56 +399,25 @@ impl AccountPoller {
             .and_then(|d| TimeDelta::from_std(d).ok())
             .unwrap_or(to - from)
             .max(TimeDelta::seconds(1));
-        let min_len = TimeDelta::minutes(1).min(max_len);
-        let mut len = max_len;
-        let mut start = from;
-        while start < to {
-            let end = (start + len).min(to);
-            let mut token = None;
-            let mut window_orders = 0usize;
-            loop {
-                if shutdown.is_cancelled() {
-                    return Ok(false);
-                }
-                let request = PageRequest {
-                    from: start,
-                    to: end,
-                    page: token.take(),
-                    page_size: self.account.page_size,
-                    order_ids: Vec::new(),
-                };
-                let Some(page) = self.fetch(spec, run_id, &request, shutdown).await? else {
-                    return Ok(false);
-                };
-                window_orders += page.orders.len();
-                let checkpoint =
-                    (mode == RunMode::Live && page.next.is_none()).then_some((spec.name, end));
-                self.write(spec, lease, &page, Some(start), checkpoint, totals)
-                    .await?;
-                progress.page_written(
-                    spec.name,
-                    from,
-                    if page.next.is_none() { end } else { start },
-                    to,
-                    totals,
-                );
-                match page.next {
-                    Some(next) => token = Some(next),
-                    None => break,
-                }
-            }
-            if adaptive {
-                len = if window_orders > self.account.page_size as usize {
-                    (len / 2).max(min_len)
-                } else if window_orders < self.account.page_size as usize / 4 {
-                    (len * 2).min(max_len)
-                } else {
-                    len
-                };
-            }
-            start = end;
-        }
-        Ok(true)
+        let planner = LanePlanner::Windows {
+            next_start: from,
+            to,
+            len: max_len,
+            max_len,
+            min_len: TimeDelta::minutes(1).min(max_len),
+            adaptive,
+            page_size: self.account.page_size as usize,
+        };
+        let run = LaneRun {
+            spec,
+            mode,
+            lease,
+            run_id,
+            range: (from, to),
+            shutdown,
+            progress,
+        };
+        self.run_lanes(&run, planner, totals).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -461,51 +440,180 @@ impl AccountPoller {
                 stream: spec.name.to_owned(),
                 source: e.into(),
             })?;
-        let batches: Vec<&[String]> = ids.chunks(batch.max(1)).collect();
-        let last = batches.len();
-        for (i, chunk) in batches.into_iter().enumerate() {
-            let mut token = None;
-            loop {
-                if shutdown.is_cancelled() {
-                    return Ok(false);
+        if ids.is_empty() {
+            if mode == RunMode::Live {
+                self.write(
+                    spec,
+                    lease,
+                    &Page {
+                        orders: Vec::new(),
+                        next: None,
+                        requests: 0,
+                    },
+                    None,
+                    Some((spec.name, to)),
+                    totals,
+                )
+                .await?;
+            }
+            return Ok(true);
+        }
+        let batches: VecDeque<Vec<String>> =
+            ids.chunks(batch.max(1)).map(<[String]>::to_vec).collect();
+        let run = LaneRun {
+            spec,
+            mode,
+            lease,
+            run_id,
+            range: (to, to),
+            shutdown,
+            progress,
+        };
+        self.run_lanes(&run, LanePlanner::Batches { batches, to }, totals)
+            .await
+    }
+
+    /// Fetches the pages of a run's lanes (windows or batches of ids) with up to [`FETCH_AHEAD`]
+    /// requests in flight, and writes them strictly in order: a lane's pages in token order, lanes one
+    /// after the other, so each checkpoint is written only after everything before it. Requests go out
+    /// ahead of the writes for pages that are certainly needed (the next lanes' first pages, a page a
+    /// fetched page named as next) and, where the marketplace's page tokens are predictable
+    /// ([`Marketplace::page_after`]), for the following pages of a lane known to have more than one;
+    /// such a page turns out useless only past the lane's end, and is then dropped unread.
+    async fn run_lanes(
+        &self,
+        run: &LaneRun<'_>,
+        mut planner: LanePlanner,
+        totals: &mut RunTotals,
+    ) -> Result<bool, PollError> {
+        let spec = run.spec;
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut ready: HashMap<Slot, Result<Option<Page>, PollError>> = HashMap::new();
+        let mut discarded: HashSet<Slot> = HashSet::new();
+        // The page to write next: lane `lane`, its `index`-th confirmed token.
+        let (mut lane, mut index) = (0usize, 0usize);
+        loop {
+            if run.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            // Plan lanes and send requests while there is room, and always for the page to write next.
+            while (in_flight.len() + ready.len() < FETCH_AHEAD
+                && (in_flight.len() + ready.len() + 1) * orders_per_page(&lanes)
+                    <= FETCH_AHEAD_ORDERS)
+                || lanes
+                    .get(lane)
+                    .is_none_or(|l| l.requested_confirmed <= index)
+            {
+                let Some(slot) = self.next_slot(spec, &mut planner, &mut lanes, lane) else {
+                    break;
+                };
+                let request = lanes[slot.lane].request(slot.token.clone(), self.account.page_size);
+                in_flight.push(async move {
+                    let page = self.fetch(spec, run.run_id, &request, run.shutdown).await;
+                    (slot, page)
+                });
+            }
+            if lane == lanes.len() {
+                // Every lane is written and none is left to plan.
+                return Ok(true);
+            }
+            let next = lanes[lane].confirmed.get(index).map(|token| Slot {
+                lane,
+                token: token.clone(),
+            });
+            let Some(result) = next.and_then(|slot| ready.remove(&slot)) else {
+                match in_flight.next().await {
+                    Some((done, result)) => {
+                        arrived(&mut lanes, &mut ready, &mut discarded, done, result)
+                    }
+                    None => unreachable!("the page to write next is always requested"),
                 }
-                let request = PageRequest {
-                    from: to,
-                    to,
-                    page: token.take(),
-                    page_size: self.account.page_size,
-                    order_ids: chunk.to_vec(),
-                };
-                let Some(page) = self.fetch(spec, run_id, &request, shutdown).await? else {
-                    return Ok(false);
-                };
-                let done = i + 1 == last && page.next.is_none();
-                let checkpoint = (mode == RunMode::Live && done).then_some((spec.name, to));
-                self.write(spec, lease, &page, None, checkpoint, totals)
-                    .await?;
-                progress.page_written(spec.name, to, to, to, totals);
-                match page.next {
-                    Some(next) => token = Some(next),
-                    None => break,
+                continue;
+            };
+            let Some(page) = result? else {
+                return Ok(false);
+            };
+            let current = &lanes[lane];
+            let last = page.next.is_none();
+            let checkpoint = current
+                .checkpoint
+                .filter(|_| run.mode == RunMode::Live && last)
+                .map(|at| (spec.name, at));
+            let position = if last { current.to } else { current.from };
+            let window_from = current.window.then_some(current.from);
+            // Pages keep arriving (and are parsed) while this one is written.
+            {
+                let write = self.write(spec, run.lease, &page, window_from, checkpoint, totals);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        written = &mut write => {
+                            written?;
+                            break;
+                        }
+                        Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                            arrived(&mut lanes, &mut ready, &mut discarded, done, result);
+                        }
+                    }
+                }
+            }
+            let (from, to) = run.range;
+            run.progress
+                .page_written(spec.name, from, position.min(to), to, totals);
+            if last {
+                lane += 1;
+                index = 0;
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// The next page worth asking for, planning a new lane when that is what comes next.
+    fn next_slot(
+        &self,
+        spec: &StreamSpec,
+        planner: &mut LanePlanner,
+        lanes: &mut Vec<Lane>,
+        writing: usize,
+    ) -> Option<Slot> {
+        for (i, lane) in lanes.iter_mut().enumerate().skip(writing) {
+            if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
+                lane.requested_confirmed += 1;
+                return Some(Slot { lane: i, token });
+            }
+            // Guess further pages only of the lane being written, once it is known to have a second, and
+            // no more pages ahead than the lane has shown so far (a short lane wastes few requests).
+            if i == writing
+                && !lane.ended
+                && lane.confirmed.len() > 1
+                && lane.speculated.len() < lane.checked
+            {
+                let guess = lane
+                    .speculated
+                    .last()
+                    .or_else(|| lane.confirmed.last().and_then(Option::as_ref))
+                    .and_then(|last| self.marketplace.page_after(spec.name, last));
+                if let Some(token) = guess {
+                    lane.speculated.push(token.clone());
+                    return Some(Slot {
+                        lane: i,
+                        token: Some(token),
+                    });
                 }
             }
         }
-        if last == 0 && mode == RunMode::Live {
-            self.write(
-                spec,
-                lease,
-                &Page {
-                    orders: Vec::new(),
-                    next: None,
-                    requests: 0,
-                },
-                None,
-                Some((spec.name, to)),
-                totals,
-            )
-            .await?;
+        if lanes.len() > writing + FETCH_AHEAD {
+            return None;
         }
-        Ok(true)
+        let lane = planner.next_lane(lanes.last())?;
+        lanes.push(lane);
+        lanes.last_mut().unwrap().requested_confirmed = 1;
+        Some(Slot {
+            lane: lanes.len() - 1,
+            token: None,
+        })
     }
 
     /// Fetches a page, retrying transient failures. `Ok(None)` when shutdown interrupted it.
@@ -596,6 +704,208 @@ impl AccountPoller {
         totals.requests += page.requests;
         totals.counts += counts;
         Ok(())
+    }
+}
+
+/// What [`AccountPoller::run_lanes`] needs to know about the run.
+struct LaneRun<'a> {
+    spec: &'a StreamSpec,
+    mode: RunMode,
+    lease: &'a Lease,
+    run_id: i64,
+    /// `[from, to)` of the whole run, for progress.
+    range: (DateTime<Utc>, DateTime<Utc>),
+    shutdown: &'a CancellationToken,
+    progress: &'a dyn Progress,
+}
+
+/// One page request of a run: the lane it belongs to and its page token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Slot {
+    lane: usize,
+    token: Option<String>,
+}
+
+/// A unit of a run whose pages follow one another: a window, or a batch of ids to re-read.
+#[derive(Debug)]
+struct Lane {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    order_ids: Vec<String>,
+    /// Whether the lane is a window (its start is recorded with the orders it returns).
+    window: bool,
+    /// The cursor value its last page justifies, if it justifies one.
+    checkpoint: Option<DateTime<Utc>>,
+    /// The tokens of pages known to belong to the lane, in order (`None`: the first page).
+    confirmed: Vec<Option<String>>,
+    /// How many of `confirmed` have been asked for.
+    requested_confirmed: usize,
+    /// How many of `confirmed` have had their answer examined.
+    checked: usize,
+    /// Tokens asked for ahead of confirmation ([`Marketplace::page_after`]), in order.
+    speculated: Vec<String>,
+    /// Whether the lane's last page is known (or an answer ended what can be known of it).
+    ended: bool,
+    /// Orders in the examined pages: the window's size, for adaptive windows.
+    orders: usize,
+}
+
+impl Lane {
+    fn new(
+        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        order_ids: Vec<String>,
+        window: bool,
+        checkpoint: Option<DateTime<Utc>>,
+    ) -> Lane {
+        Lane {
+            from,
+            to,
+            order_ids,
+            window,
+            checkpoint,
+            confirmed: vec![None],
+            requested_confirmed: 0,
+            checked: 0,
+            speculated: Vec::new(),
+            ended: false,
+            orders: 0,
+        }
+    }
+
+    fn request(&self, page: Option<String>, page_size: u32) -> PageRequest {
+        PageRequest {
+            from: self.from,
+            to: self.to,
+            page,
+            page_size,
+            order_ids: self.order_ids.clone(),
+        }
+    }
+}
+
+/// Where a run's lanes come from.
+enum LanePlanner {
+    /// Windows over `[next_start, to)`, each `len` long; with `adaptive`, a window's length follows the
+    /// previous window's order count, so it is planned only once that window's pages are all in.
+    Windows {
+        next_start: DateTime<Utc>,
+        to: DateTime<Utc>,
+        len: TimeDelta,
+        max_len: TimeDelta,
+        min_len: TimeDelta,
+        adaptive: bool,
+        page_size: usize,
+    },
+    /// Batches of ids to re-read; the last one's end moves the cursor to `to`.
+    Batches {
+        batches: VecDeque<Vec<String>>,
+        to: DateTime<Utc>,
+    },
+}
+
+impl LanePlanner {
+    fn next_lane(&mut self, previous: Option<&Lane>) -> Option<Lane> {
+        match self {
+            LanePlanner::Windows {
+                next_start,
+                to,
+                len,
+                max_len,
+                min_len,
+                adaptive,
+                page_size,
+            } => {
+                if *next_start >= *to {
+                    return None;
+                }
+                if *adaptive && let Some(previous) = previous {
+                    if !previous.ended {
+                        return None;
+                    }
+                    *len = if previous.orders > *page_size {
+                        (*len / 2).max(*min_len)
+                    } else if previous.orders < *page_size / 4 {
+                        (*len * 2).min(*max_len)
+                    } else {
+                        *len
+                    };
+                }
+                let start = *next_start;
+                let end = (start + *len).min(*to);
+                *next_start = end;
+                Some(Lane::new((start, end), Vec::new(), true, Some(end)))
+            }
+            LanePlanner::Batches { batches, to } => {
+                let ids = batches.pop_front()?;
+                let last = batches.is_empty();
+                Some(Lane::new((*to, *to), ids, false, last.then_some(*to)))
+            }
+        }
+    }
+}
+
+/// The orders of an average page examined so far (at least 1).
+fn orders_per_page(lanes: &[Lane]) -> usize {
+    let (pages, orders) = lanes
+        .iter()
+        .fold((0, 0), |(p, o), lane| (p + lane.checked, o + lane.orders));
+    orders.checked_div(pages).unwrap_or(0).max(1)
+}
+
+/// Takes in a fetched page: keeps it for writing, and learns from the lane's pages, in order, which
+/// page follows; pages asked for ahead that turn out useless are dropped.
+fn arrived(
+    lanes: &mut [Lane],
+    ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
+    discarded: &mut HashSet<Slot>,
+    slot: Slot,
+    result: Result<Option<Page>, PollError>,
+) {
+    if discarded.remove(&slot) {
+        return;
+    }
+    let index = slot.lane;
+    ready.insert(slot, result);
+    let lane = &mut lanes[index];
+    while lane.checked < lane.confirmed.len() && !lane.ended {
+        let key = Slot {
+            lane: index,
+            token: lane.confirmed[lane.checked].clone(),
+        };
+        let Some(result) = ready.get(&key) else {
+            break;
+        };
+        lane.checked += 1;
+        let next = match result {
+            Ok(Some(page)) => {
+                lane.orders += page.orders.len();
+                page.next.clone()
+            }
+            // A failure or an interruption: the writer stops there.
+            _ => None,
+        };
+        match next {
+            Some(next) if lane.speculated.first() == Some(&next) => {
+                lane.speculated.remove(0);
+                lane.confirmed.push(Some(next));
+                lane.requested_confirmed += 1;
+            }
+            next => {
+                for token in lane.speculated.drain(..) {
+                    let key = Slot {
+                        lane: index,
+                        token: Some(token),
+                    };
+                    if ready.remove(&key).is_none() {
+                        discarded.insert(key);
+                    }
+                }
+                match next {
+                    Some(next) => lane.confirmed.push(Some(next)),
+                    None => lane.ended = true,
+                }
+            }
+        }
     }
 }
 

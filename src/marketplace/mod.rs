@@ -63,6 +63,16 @@ pub trait Marketplace: Send + Sync {
         request: &PageRequest,
     ) -> Result<Page, MarketplaceError>;
 
+    /// The token of the page that follows the page named `token` in the same request, when the API's
+    /// page tokens are predictable (page numbers), so the poller may ask for it before `token`'s page has
+    /// answered. A page asked for this way is dropped unread when it lies past the end, or when the page
+    /// before it names another next page. The default: tokens are opaque, and pages are asked for one
+    /// after the other.
+    fn page_after(&self, stream: &str, token: &str) -> Option<String> {
+        let _ = (stream, token);
+        None
+    }
+
     /// The marketplace's catalogue of status codes with their descriptions, for marketplaces that
     /// publish one through the API (allesgo). Fetched at start-up and daily, and stored.
     async fn status_catalog(&self) -> Result<Vec<StatusDescription>, MarketplaceError> {

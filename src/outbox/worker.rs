@@ -138,6 +138,8 @@ impl OutboxWorker {
 
     /// Claims one due transition and handles it. `Ok(None)`: nothing was due.
     pub async fn run_once(&self) -> Result<Option<Outcome>, OutboxError> {
+        // Taken before the claim, so the lease is at least as young as this.
+        let claimed_at = Instant::now();
         let claimed = store_outbox::claim(
             &self.pool,
             self.account_id,
@@ -149,7 +151,7 @@ impl OutboxWorker {
         match claimed.into_iter().next() {
             Some(claim) => {
                 let span = self.span(&claim);
-                Ok(Some(self.handle(claim).instrument(span).await?))
+                Ok(Some(self.handle(claim, claimed_at).instrument(span).await?))
             }
             None => Ok(None),
         }
@@ -165,6 +167,7 @@ impl OutboxWorker {
             let free = self.settings.concurrency.saturating_sub(in_flight.len());
             let mut saturated = free == 0;
             if free > 0 && !shutdown.is_cancelled() {
+                let claimed_at = Instant::now();
                 match store_outbox::claim(
                     &self.pool,
                     self.account_id,
@@ -179,8 +182,10 @@ impl OutboxWorker {
                         for claim in claims {
                             let worker = self.clone();
                             let span = self.span(&claim);
-                            in_flight
-                                .spawn(async move { worker.handle(claim).await }.instrument(span));
+                            in_flight.spawn(
+                                async move { worker.handle(claim, claimed_at).await }
+                                    .instrument(span),
+                            );
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "could not claim outbox transitions"),
@@ -196,7 +201,13 @@ impl OutboxWorker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wake.notified(), if !saturated => {}
-                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => log_joined(joined),
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    log_joined(joined);
+                    // Every transition finished by now frees its slot, so that one claim fills them all.
+                    while let Some(joined) = in_flight.try_join_next() {
+                        log_joined(joined);
+                    }
+                }
                 () = tokio::time::sleep(idle), if !saturated => {}
             }
         }
@@ -258,7 +269,7 @@ impl OutboxWorker {
     }
 
     /// Handles one claim to its end.
-    async fn handle(&self, claim: Claimed) -> Result<Outcome, OutboxError> {
+    async fn handle(&self, claim: Claimed, claimed_at: Instant) -> Result<Outcome, OutboxError> {
         let id = claim.id;
         let args = match &claim.args {
             serde_json::Value::Object(map) => map.clone(),
@@ -318,12 +329,21 @@ impl OutboxWorker {
                 ReadBack::Undecided(outcome) => return Ok(outcome),
             }
         }
-        self.send(&claim, &transition).await
+        self.send(&claim, claimed_at, &transition).await
     }
 
-    async fn send(&self, claim: &Claimed, transition: &Transition) -> Result<Outcome, OutboxError> {
+    async fn send(
+        &self,
+        claim: &Claimed,
+        claimed_at: Instant,
+        transition: &Transition,
+    ) -> Result<Outcome, OutboxError> {
         let id = claim.id;
-        if !store_outbox::extend(&self.pool, id, claim.fence, self.settings.lease_ttl).await? {
+        // A claim younger than half its lease holds at least that half still: only an older one is
+        // renewed (and its fence checked) before the request.
+        if claimed_at.elapsed() > self.settings.lease_ttl / 2
+            && !store_outbox::extend(&self.pool, id, claim.fence, self.settings.lease_ttl).await?
+        {
             return Ok(Outcome::LeaseLost { id });
         }
         let started_at = Utc::now();
@@ -348,24 +368,33 @@ impl OutboxWorker {
             Ok(applied) => {
                 let summary = self.redactor.redact(&applied.request_summary);
                 let excerpt = self.redactor.redact(&applied.response_excerpt);
-                self.record_attempt(&Attempt {
-                    request_summary: Some(&summary),
-                    http_status: Some(applied.http_status),
-                    response_excerpt: Some(&excerpt),
-                    ..attempt("send", "succeeded")
-                })
-                .await?;
                 tracing::info!(
                     http_status = applied.http_status,
                     "transition sent and accepted"
                 );
-                let outcome = self
-                    .resolve(claim, Resolution::Succeeded, || Outcome::Succeeded { id })
-                    .await?;
-                if outcome == (Outcome::Succeeded { id }) {
-                    self.refresh(&transition.order_external_id).await;
-                }
-                return Ok(outcome);
+                let sent = Attempt {
+                    request_summary: Some(&summary),
+                    http_status: Some(applied.http_status),
+                    response_excerpt: Some(&excerpt),
+                    ..attempt("send", "succeeded")
+                };
+                let succeeded = store_outbox::succeed(&self.pool, &sent).await?;
+                metrics::outbox_attempt(&self.account, self.kind, sent.action, sent.outcome);
+                return Ok(match succeeded {
+                    None => {
+                        tracing::warn!(
+                            "the claim was taken over by another worker; outcome not recorded"
+                        );
+                        Outcome::LeaseLost { id }
+                    }
+                    Some(later) => {
+                        // A later transition of the order re-reads it after its own send.
+                        if !later {
+                            self.refresh(&transition.order_external_id).await;
+                        }
+                        Outcome::Succeeded { id }
+                    }
+                });
             }
             Err(error) => error,
         };

@@ -132,7 +132,7 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
         let order_ids =
             upsert_orders(&mut tx, page.account_id, page.window_from, &to_write).await?;
         insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
-        replace_lines_and_packages(&mut tx, &to_write, &order_ids).await?;
+        replace_lines_and_packages(&mut tx, &to_write, &existing, &order_ids).await?;
         record_unknown_values(&mut tx, page.marketplace, &to_write).await?;
     }
 
@@ -289,17 +289,24 @@ async fn insert_history(
 async fn replace_lines_and_packages(
     tx: &mut sqlx::PgConnection,
     rows: &[(&Order, Vec<u8>)],
+    existing: &HashMap<String, Existing>,
     order_ids: &HashMap<String, i64>,
 ) -> Result<(), sqlx::Error> {
-    let written: Vec<i64> = order_ids.values().copied().collect();
-    sqlx::query("delete from order_lines where order_id = any($1)")
-        .bind(&written)
+    // Orders new to the database have nothing to replace (a backfill skips this round trip).
+    let replaced: Vec<i64> = order_ids
+        .iter()
+        .filter(|(external_id, _)| existing.contains_key(*external_id))
+        .map(|(_, id)| *id)
+        .collect();
+    if !replaced.is_empty() {
+        sqlx::query(
+            "with lines as (delete from order_lines where order_id = any($1))
+             delete from order_packages where order_id = any($1)",
+        )
+        .bind(&replaced)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("delete from order_packages where order_id = any($1)")
-        .bind(&written)
-        .execute(&mut *tx)
-        .await?;
+    }
 
     let mut l_order = Vec::new();
     let mut l_external = Vec::new();
@@ -366,60 +373,57 @@ async fn replace_lines_and_packages(
             p_raw.push(package.raw.to_string());
         }
     }
-    if !l_order.is_empty() {
-        sqlx::query(
-            "insert into order_lines (order_id, external_id, position, package_external_id, sku,
+    if l_order.is_empty() && p_order.is_empty() {
+        return Ok(());
+    }
+    // One statement for both tables: an empty array inserts nothing.
+    sqlx::query(
+        "with lines as (
+            insert into order_lines (order_id, external_id, position, package_external_id, sku,
                 product_name, quantity, unit_price, total_price, currency, currency_raw, state,
                 status_code, status_text, raw)
-             select t.order_id, t.external_id, t.position, t.package, t.sku, t.name, t.quantity,
+            select t.order_id, t.external_id, t.position, t.package, t.sku, t.name, t.quantity,
                 t.unit_price, t.total_price, t.currency, t.currency_raw, t.state, t.code, t.text,
                 t.raw::jsonb
-             from unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+            from unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
                 $7::numeric[], $8::numeric[], $9::numeric[], $10::text[], $11::text[], $12::text[],
                 $13::text[], $14::text[], $15::text[])
                 as t(order_id, external_id, position, package, sku, name, quantity, unit_price,
-                     total_price, currency, currency_raw, state, code, text, raw)",
-        )
-        .bind(&l_order)
-        .bind(&l_external)
-        .bind(&l_position)
-        .bind(&l_package)
-        .bind(&l_sku)
-        .bind(&l_name)
-        .bind(&l_quantity)
-        .bind(&l_unit)
-        .bind(&l_total)
-        .bind(&l_currency)
-        .bind(&l_currency_raw)
-        .bind(&l_state)
-        .bind(&l_code)
-        .bind(&l_text)
-        .bind(&l_raw)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !p_order.is_empty() {
-        sqlx::query(
-            "insert into order_packages (order_id, external_id, state, status_code, status_text,
-                carrier, tracking_number, total_amount, raw)
-             select t.order_id, t.external_id, t.state, t.code, t.text, t.carrier, t.tracking,
-                t.total, t.raw::jsonb
-             from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::numeric[], $9::text[])
-                as t(order_id, external_id, state, code, text, carrier, tracking, total, raw)",
-        )
-        .bind(&p_order)
-        .bind(&p_external)
-        .bind(&p_state)
-        .bind(&p_code)
-        .bind(&p_text)
-        .bind(&p_carrier)
-        .bind(&p_tracking)
-        .bind(&p_total)
-        .bind(&p_raw)
-        .execute(&mut *tx)
-        .await?;
-    }
+                     total_price, currency, currency_raw, state, code, text, raw))
+         insert into order_packages (order_id, external_id, state, status_code, status_text,
+            carrier, tracking_number, total_amount, raw)
+         select t.order_id, t.external_id, t.state, t.code, t.text, t.carrier, t.tracking,
+            t.total, t.raw::jsonb
+         from unnest($16::bigint[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+            $22::text[], $23::numeric[], $24::text[])
+            as t(order_id, external_id, state, code, text, carrier, tracking, total, raw)",
+    )
+    .bind(&l_order)
+    .bind(&l_external)
+    .bind(&l_position)
+    .bind(&l_package)
+    .bind(&l_sku)
+    .bind(&l_name)
+    .bind(&l_quantity)
+    .bind(&l_unit)
+    .bind(&l_total)
+    .bind(&l_currency)
+    .bind(&l_currency_raw)
+    .bind(&l_state)
+    .bind(&l_code)
+    .bind(&l_text)
+    .bind(&l_raw)
+    .bind(&p_order)
+    .bind(&p_external)
+    .bind(&p_state)
+    .bind(&p_code)
+    .bind(&p_text)
+    .bind(&p_carrier)
+    .bind(&p_tracking)
+    .bind(&p_total)
+    .bind(&p_raw)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -198,11 +198,27 @@ pub async fn claim(
     ttl: Duration,
     limit: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    // The candidates are found with two index walks that stop at the limit (a queue of any length costs
+    // the same); `due` then checks each again, under its row lock, as the single query used to.
     sqlx::query_as(
-        "with due as (
+        "with candidates as (
+            (select o.id from outbox o
+             where o.account_id = $1 and o.state = 'running' and o.lease_expires_at < now()
+             order by o.id
+             limit $4 * 2 + 8)
+            union all
+            (select o.id from outbox o
+             where o.account_id = $1 and o.state in ('pending', 'unknown') and o.next_attempt_at <= now()
+               and not exists (
+                   select 1 from outbox e
+                   where e.account_id = o.account_id and e.order_external_id = o.order_external_id
+                     and e.id < o.id and e.state not in ('succeeded', 'cancelled'))
+             order by o.next_attempt_at, o.id
+             limit $4 * 2 + 8)),
+         due as (
             select o.id, o.state as previous_state
             from outbox o
-            where o.account_id = $1
+            where o.id in (select id from candidates)
               and ((o.state in ('pending', 'unknown') and o.next_attempt_at <= now())
                    or (o.state = 'running' and o.lease_expires_at < now()))
               and not exists (
@@ -323,6 +339,44 @@ pub async fn resolve(
     .await?
     .rows_affected();
     Ok(rows == 1)
+}
+
+/// Records a successful send and the claim's success in one statement, fenced like [`resolve`] (the
+/// attempt is history and is written either way). Returns `None` when the claim was lost, else whether
+/// a later transition of the same order is still to run (it will leave the order in its newest state,
+/// so reading the order back now can wait for it).
+pub async fn succeed(
+    db: impl PgExecutor<'_>,
+    attempt: &Attempt<'_>,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "with attempt as (
+            insert into outbox_attempts (outbox_id, attempt, fence, worker, action, outcome,
+                request_summary, http_status, response_excerpt, error, started_at, duration_ms)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12))
+         update outbox o
+            set state = 'succeeded', next_attempt_at = null, lease_owner = null,
+                lease_expires_at = null, updated_at = now(), finished_at = now()
+         where o.id = $1 and o.fence = $3 and o.state = 'running'
+         returning exists (
+            select 1 from outbox e
+            where e.account_id = o.account_id and e.order_external_id = o.order_external_id
+              and e.id > o.id and e.state in ('pending', 'running', 'unknown'))",
+    )
+    .bind(attempt.outbox_id)
+    .bind(attempt.attempt)
+    .bind(attempt.fence)
+    .bind(attempt.worker)
+    .bind(attempt.action)
+    .bind(attempt.outcome)
+    .bind(attempt.request_summary)
+    .bind(attempt.http_status.map(i32::from))
+    .bind(attempt.response_excerpt)
+    .bind(attempt.error)
+    .bind(attempt.started_at)
+    .bind(i32::try_from(attempt.duration.as_millis()).unwrap_or(i32::MAX))
+    .fetch_optional(db)
+    .await
 }
 
 /// Gives back the claims `owner` still holds (at shutdown). Their sends may be in flight, so they become

@@ -242,6 +242,11 @@ impl Marketplace for Gittigidiyor {
         STREAMS.to_vec()
     }
 
+    /// Page tokens are page numbers.
+    fn page_after(&self, _stream: &str, token: &str) -> Option<String> {
+        page_number(token).map(|n| (n + 1).to_string())
+    }
+
     async fn fetch_page(
         &self,
         stream: &str,

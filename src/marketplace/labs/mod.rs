@@ -150,6 +150,11 @@ impl Marketplace for Labs {
             }),
         }
     }
+    /// Page tokens are page numbers.
+    fn page_after(&self, _stream: &str, token: &str) -> Option<String> {
+        token.parse::<u64>().ok().map(|n| (n + 1).to_string())
+    }
+
     fn validate_transition(
         &self,
         transition: &Transition,
