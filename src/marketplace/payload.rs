@@ -3,6 +3,8 @@
 
 use std::str::FromStr;
 
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Europe::Istanbul;
 use rust_decimal::Decimal;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -115,6 +117,15 @@ pub(crate) fn fold(text: &str) -> String {
         })
         .collect();
     lowered.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A local date-time without an offset, read as Europe/Istanbul time (the house rule for every API);
+/// `None` for a time that does not exist there.
+pub(crate) fn istanbul(naive: &NaiveDateTime) -> Option<DateTime<Utc>> {
+    Istanbul
+        .from_local_datetime(naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Serde helpers for wire types whose fields arrive as strings or numbers.

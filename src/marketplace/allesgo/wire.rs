@@ -14,8 +14,7 @@
 //! Unix seconds (number or digits), or a local `YYYY-MM-DD[ T]HH:MM[:SS]`, `DD.MM.YYYY HH:MM[:SS]`,
 //! `DD/MM/YYYY HH:MM[:SS]` or bare date taken as Europe/Istanbul time. Anything else is malformed.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Europe::Istanbul;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -23,6 +22,7 @@ use super::state::{Statuses, derive_order_state};
 use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
 use crate::http::Redactor;
 use crate::marketplace::StatusDescription;
+use crate::marketplace::payload::istanbul;
 use crate::marketplace::payload::{amount, kind, scrub};
 
 /// Why a 200 response could not be used.
@@ -430,8 +430,5 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
                 .find_map(|f| NaiveDate::parse_from_str(text, f).ok())
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
-    Istanbul
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
+    istanbul(&naive)
 }

@@ -13,14 +13,14 @@
 //! each line may carry a carrier and tracking number; lines sharing a tracking number form one
 //! package named by that number, so shipments become visible in the normalized columns.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Europe::Istanbul;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::Statuses;
 use crate::domain::{Currency, Order, OrderLine, OrderState, Package, RawStatus};
 use crate::http::Redactor;
+use crate::marketplace::payload::istanbul;
 use crate::marketplace::payload::{amount, kind, scrub};
 
 /// Why a 200 response could not be used.
@@ -277,8 +277,5 @@ fn parse_date(text: &str) -> Option<DateTime<Utc>> {
                 .ok()
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
-    Istanbul
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
+    istanbul(&naive)
 }

@@ -8,8 +8,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Europe::Istanbul;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -18,6 +17,7 @@ use serde_json::Value;
 use super::xml::{self, Element};
 use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
 use crate::marketplace::StatusMap;
+use crate::marketplace::payload::istanbul;
 
 /// The SOAP 1.1 envelope namespace.
 pub(super) const SOAP_ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -401,9 +401,5 @@ pub(super) fn parse_local_date(text: &str) -> Result<DateTime<Utc>, String> {
     let naive = NaiveDateTime::parse_from_str(text, DATE_FORMAT)
         .or_else(|_| NaiveDateTime::parse_from_str(text, "%d/%m/%Y %H:%M"))
         .map_err(|e| format!("`{text}` is not dd/MM/yyyy HH:mm:ss: {e}"))?;
-    Istanbul
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
+    istanbul(&naive).ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
 }

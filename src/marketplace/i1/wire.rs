@@ -6,8 +6,7 @@
 //! as decimals may arrive as strings (`"629.00"`) or JSON numbers; both are read from their literal
 //! text. Enums (statuses) are read as text because new values appear over time.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Europe::Istanbul;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
@@ -15,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::{Currency, Order, OrderLine, OrderState, RawStatus};
 use crate::marketplace::StatusMap;
+use crate::marketplace::payload::istanbul;
 use crate::marketplace::payload::{is_json, scalar_text};
 
 /// Statuses of orders and order items (the same enum), keyed by their code as text.
@@ -403,11 +403,7 @@ pub(super) fn parse_date_time(text: &str) -> Result<DateTime<Utc>, String> {
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
         .ok_or_else(|| format!("`{text}` is not an RFC 3339 date-time"))?;
-    Istanbul
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|dt| dt.with_timezone(&Utc))
-        .ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
+    istanbul(&naive).ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
 }
 
 #[cfg(test)]

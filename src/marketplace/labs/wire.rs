@@ -7,8 +7,7 @@
 //! both spellings (and the document's `custumer…` typo next to `customer…`). Amounts may be JSON
 //! floats or strings and are read from their literal text.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use chrono_tz::Europe::Istanbul;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
@@ -18,6 +17,7 @@ use crate::domain::{Currency, Order, OrderLine, OrderState, Package, RawStatus};
 use crate::marketplace::StatusMap;
 use crate::marketplace::payload::de::opt_text;
 use crate::marketplace::payload::is_json;
+use crate::marketplace::payload::istanbul;
 
 /// List statuses, keyed by the string the API sends. The document lists `PENDING_APPROVED` as a
 /// filter value while its example order says `PENDING_APPROVE`: both are mapped.
@@ -383,11 +383,7 @@ pub(super) fn parse_date_time(text: &str) -> Result<DateTime<Utc>, String> {
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
     .ok_or_else(|| format!("`{text}` is not a Labs date-time"))?;
-    Istanbul
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|dt| dt.with_timezone(&Utc))
-        .ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
+    istanbul(&naive).ok_or_else(|| format!("`{text}` does not exist in Istanbul time"))
 }
 
 #[cfg(test)]
