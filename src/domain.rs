@@ -220,7 +220,7 @@ pub struct Order {
     pub lines: Vec<OrderLine>,
     pub packages: Vec<Package>,
     /// Everything the marketplace sent for this order, exactly as received (XML converted to JSON).
-    pub raw: serde_json::Value,
+    pub raw: RawPayload,
 }
 
 /// One line (item) of an order.
@@ -239,7 +239,7 @@ pub struct OrderLine {
     pub currency: Option<Currency>,
     pub state: OrderState,
     pub status: RawStatus,
-    pub raw: serde_json::Value,
+    pub raw: RawPayload,
 }
 
 /// A package (shipment) of an order, for marketplaces that have them.
@@ -251,7 +251,60 @@ pub struct Package {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub total_amount: Option<Decimal>,
-    pub raw: serde_json::Value,
+    pub raw: RawPayload,
+}
+
+/// A payload as a marketplace sent it, kept as compact JSON text rather than a `serde_json::Value` tree,
+/// which costs several times the text's size: a page of a few thousand orders stays a few megabytes.
+/// It serializes as the JSON it holds (so it counts in an order's content hash exactly as the value did).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawPayload(Box<serde_json::value::RawValue>);
+
+impl RawPayload {
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload as a value, to look into.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for RawPayload {
+    fn from(value: serde_json::Value) -> RawPayload {
+        RawPayload::from(&value)
+    }
+}
+
+impl From<&serde_json::Value> for RawPayload {
+    fn from(value: &serde_json::Value) -> RawPayload {
+        // A `Value` always serializes: its map keys are strings.
+        let raw = serde_json::value::to_raw_value(value).unwrap_or_else(|_| {
+            serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
+        });
+        RawPayload(raw)
+    }
+}
+
+impl PartialEq for RawPayload {
+    fn eq(&self, other: &RawPayload) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl PartialEq<serde_json::Value> for RawPayload {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.value() == *other
+    }
+}
+
+impl fmt::Display for RawPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.json())
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +324,18 @@ mod tests {
         for s in OrderState::ALL {
             assert_eq!(s.as_str().parse::<OrderState>().unwrap(), s);
         }
+    }
+
+    #[test]
+    fn raw_payloads_keep_compact_json_and_compare_as_values() {
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"b": [1, "x"], "a": {"amount": 12.50}}"#).unwrap();
+        let raw = RawPayload::from(&value);
+        assert_eq!(raw.json(), r#"{"a":{"amount":12.50},"b":[1,"x"]}"#);
+        assert_eq!(raw, value);
+        assert_eq!(raw.value(), value);
+        assert_eq!(serde_json::to_string(&raw).unwrap(), raw.json());
+        assert_eq!(raw.to_string(), raw.json());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub const FETCH_AHEAD: usize = 8;
 
 /// About how many fetched orders a run may hold ahead of its writes: pages of APIs without pagination
 /// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
-const FETCH_AHEAD_ORDERS: usize = 2_000;
+const FETCH_AHEAD_ORDERS: usize = 1_000;
 
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
@@ -264,7 +264,11 @@ impl AccountPoller {
             source,
         };
         let t0 = Utc::now();
-        let (from, to) = self.plan(spec, mode, t0).await.map_err(store_err)?;
+        let RunPlan {
+            from,
+            to,
+            changed_since,
+        } = self.plan(spec, mode, t0).await.map_err(store_err)?;
         let replay = matches!(mode, RunMode::Replay { .. });
         let run_id = runs::start(
             &self.pool,
@@ -282,21 +286,23 @@ impl AccountPoller {
             StreamPlan::Windows {
                 max_window,
                 adaptive,
+                reread_open,
                 ..
             } => {
-                self.run_windows(
+                // An incremental re-read of the open range is one window, which an adapter listing the
+                // newest changes first ends early.
+                let max_window = max_window.filter(|_| !(reread_open && changed_since.is_some()));
+                let run = LaneRun {
                     spec,
                     mode,
                     lease,
                     run_id,
-                    (from, to),
-                    max_window,
-                    adaptive,
+                    range: (from, to),
+                    changed_since,
                     shutdown,
                     progress,
-                    totals,
-                )
-                .await
+                };
+                self.run_windows(&run, max_window, adaptive, totals).await
             }
             StreamPlan::OpenOrders { batch } => {
                 self.run_open_orders(
@@ -341,35 +347,51 @@ impl AccountPoller {
         result
     }
 
-    /// The range `[from, to)` a run covers.
+    /// The range `[from, to)` a run covers, and where changes start to matter.
     async fn plan(
         &self,
         spec: &StreamSpec,
         mode: RunMode,
         t0: DateTime<Utc>,
-    ) -> Result<(DateTime<Utc>, DateTime<Utc>), StoreError> {
-        let (since, until) = match mode {
-            RunMode::Replay { since, until } => return Ok((since, until.min(t0))),
+    ) -> Result<RunPlan, StoreError> {
+        let (since, changed_since) = match mode {
+            RunMode::Replay { since, until } => {
+                return Ok(RunPlan {
+                    from: since,
+                    to: until.min(t0),
+                    changed_since: None,
+                });
+            }
             RunMode::Live => {
-                let backfill_start =
-                    t0 - TimeDelta::days(i64::from(self.account.initial_sync_days));
                 let overlap =
                     TimeDelta::from_std(self.account.overlap).unwrap_or(TimeDelta::zero());
-                let since = match store::cursors::get(&self.pool, self.account_id, spec.name)
-                    .await?
-                {
+                let backfill_start =
+                    t0 - TimeDelta::days(i64::from(self.account.initial_sync_days));
+                match store::cursors::get(&self.pool, self.account_id, spec.name).await? {
                     Some(cursor) => {
                         if cursor > t0 {
                             tracing::warn!(stream = spec.name, %cursor, "cursor is ahead of the clock; reading from now instead");
                         }
-                        cursor.min(t0) - overlap
+                        let since = cursor.min(t0) - overlap;
+                        (since, Some(since))
                     }
-                    None => backfill_start,
-                };
-                (since, t0)
+                    None if matches!(
+                        spec.plan,
+                        StreamPlan::Windows {
+                            changes_only: true,
+                            ..
+                        }
+                    ) =>
+                    {
+                        let registered =
+                            store::accounts::registered_at(&self.pool, self.account_id).await?;
+                        ((registered.min(t0) - overlap).max(backfill_start), None)
+                    }
+                    None => (backfill_start, None),
+                }
             }
         };
-        let since = match spec.plan {
+        let from = match spec.plan {
             StreamPlan::Windows {
                 reread_open: true, ..
             } => match orders::open_orders_start(&self.pool, self.account_id).await? {
@@ -378,23 +400,21 @@ impl AccountPoller {
             },
             _ => since,
         };
-        Ok((since, until))
+        Ok(RunPlan {
+            from,
+            to: t0,
+            changed_since,
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_windows(
         &self,
-        spec: &StreamSpec,
-        mode: RunMode,
-        lease: &Lease,
-        run_id: i64,
-        (from, to): (DateTime<Utc>, DateTime<Utc>),
+        run: &LaneRun<'_>,
         max_window: Option<Duration>,
         adaptive: bool,
-        shutdown: &CancellationToken,
-        progress: &dyn Progress,
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
+        let (from, to) = run.range;
         let max_len = max_window
             .and_then(|d| TimeDelta::from_std(d).ok())
             .unwrap_or(to - from)
@@ -408,16 +428,7 @@ impl AccountPoller {
             adaptive,
             page_size: self.account.page_size as usize,
         };
-        let run = LaneRun {
-            spec,
-            mode,
-            lease,
-            run_id,
-            range: (from, to),
-            shutdown,
-            progress,
-        };
-        self.run_lanes(&run, planner, totals).await
+        self.run_lanes(run, planner, totals).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -466,6 +477,7 @@ impl AccountPoller {
             lease,
             run_id,
             range: (to, to),
+            changed_since: None,
             shutdown,
             progress,
         };
@@ -508,7 +520,11 @@ impl AccountPoller {
                 let Some(slot) = self.next_slot(spec, &mut planner, &mut lanes, lane) else {
                     break;
                 };
-                let request = lanes[slot.lane].request(slot.token.clone(), self.account.page_size);
+                let request = lanes[slot.lane].request(
+                    slot.token.clone(),
+                    self.account.page_size,
+                    run.changed_since,
+                );
                 in_flight.push(async move {
                     let page = self.fetch(spec, run.run_id, &request, run.shutdown).await;
                     (slot, page)
@@ -707,14 +723,23 @@ impl AccountPoller {
     }
 }
 
+/// What a run covers: `[from, to)`, and [`PageRequest::changed_since`].
+struct RunPlan {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    changed_since: Option<DateTime<Utc>>,
+}
+
 /// What [`AccountPoller::run_lanes`] needs to know about the run.
 struct LaneRun<'a> {
     spec: &'a StreamSpec,
     mode: RunMode,
     lease: &'a Lease,
     run_id: i64,
-    /// `[from, to)` of the whole run, for progress.
+    /// `[from, to)` of the whole run.
     range: (DateTime<Utc>, DateTime<Utc>),
+    /// [`PageRequest::changed_since`] of every request of the run.
+    changed_since: Option<DateTime<Utc>>,
     shutdown: &'a CancellationToken,
     progress: &'a dyn Progress,
 }
@@ -772,13 +797,19 @@ impl Lane {
         }
     }
 
-    fn request(&self, page: Option<String>, page_size: u32) -> PageRequest {
+    fn request(
+        &self,
+        page: Option<String>,
+        page_size: u32,
+        changed_since: Option<DateTime<Utc>>,
+    ) -> PageRequest {
         PageRequest {
             from: self.from,
             to: self.to,
             page,
             page_size,
             order_ids: self.order_ids.clone(),
+            changed_since,
         }
     }
 }

@@ -112,7 +112,7 @@ impl Fake {
             source_updated_at: None,
             lines: Vec::new(),
             packages: Vec::new(),
-            raw: serde_json::json!({ "applied": keys }),
+            raw: serde_json::json!({ "applied": keys }).into(),
         }
     }
 }
@@ -245,7 +245,7 @@ impl Marketplace for Fake {
     }
 
     fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
-        order.raw["applied"]
+        order.raw.value()["applied"]
             .as_array()
             .is_some_and(|keys| keys.iter().any(|k| k == &transition.idempotency_key))
     }

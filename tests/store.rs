@@ -38,10 +38,10 @@ fn order(id: &str, state: OrderState, status: &str) -> Order {
             currency: Some(Currency::parse("TRY")),
             state,
             status: RawStatus::default(),
-            raw: serde_json::json!({"sku": "SKU-1"}),
+            raw: serde_json::json!({"sku": "SKU-1"}).into(),
         }],
         packages: Vec::new(),
-        raw: serde_json::json!({"id": id, "status": status}),
+        raw: serde_json::json!({"id": id, "status": status}).into(),
     }
 }
 

@@ -161,11 +161,16 @@ pub enum StreamPlan {
     /// window after one that returned more than a page size of orders and doubles it (up to
     /// `max_window`) after a quiet one — for APIs without pagination. With `reread_open`, the first window
     /// starts no later than the placement time of the oldest order of the account that is not final —
-    /// for APIs whose filters cannot find changed orders.
+    /// for APIs whose filters cannot find changed orders; an incremental run then reads that range as
+    /// one window, and an adapter that lists newest changes first ends it at the first order changed
+    /// before [`PageRequest::changed_since`]. With `changes_only`, the stream lists changed orders
+    /// only (another stream of the account backfills them by placement), so its first run starts when
+    /// the account was registered (minus the overlap) rather than `initial_sync_days` back.
     Windows {
         max_window: Option<Duration>,
         adaptive: bool,
         reread_open: bool,
+        changes_only: bool,
     },
     /// Re-read, by identifier, every order of the account the store holds in a non-final state, in
     /// batches of `batch` identifiers ([`PageRequest::order_ids`]). Used where the API offers no change
@@ -184,6 +189,10 @@ pub struct PageRequest {
     pub page_size: u32,
     /// For [`StreamPlan::OpenOrders`]: the external ids to re-read.
     pub order_ids: Vec<String>,
+    /// On an incremental live run, the time from which changes matter (the cursor minus the overlap):
+    /// an adapter whose pages list the newest changes first may end the window at the first order
+    /// changed before it. `None` on a backfill or a replay, which read every page.
+    pub changed_since: Option<DateTime<Utc>>,
 }
 
 /// One page of orders.

@@ -1,5 +1,6 @@
-//! Reading marketplace payloads, the rules every adapter shares: which content types are JSON, money
-//! written as literals, scalar text, Turkish text folding, and scrubbing echoed credentials.
+//! Reading marketplace payloads, the rules every adapter shares: which content types are JSON, large
+//! arrays read element by element, money written as literals, scalar text, Turkish text folding, and
+//! scrubbing echoed credentials.
 
 use std::str::FromStr;
 
@@ -9,8 +10,34 @@ use rust_decimal::Decimal;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::http::Redactor;
+
+/// A JSON text read one level deep: an array as its elements' texts (borrowed from the body), anything
+/// else as a value. An API without pagination may answer thousands of orders in one array; turning each
+/// element into a value only when its order is converted keeps one order's tree in memory at a time
+/// instead of the whole answer's, which costs many times the body's size.
+#[derive(Debug)]
+pub enum Json<'a> {
+    Array(Vec<&'a RawValue>),
+    Other(Value),
+}
+
+impl<'a> Json<'a> {
+    pub fn parse(text: &'a [u8]) -> Result<Json<'a>, serde_json::Error> {
+        let raw: &'a RawValue = serde_json::from_slice(text)?;
+        Json::of(raw)
+    }
+
+    pub fn of(raw: &'a RawValue) -> Result<Json<'a>, serde_json::Error> {
+        if raw.get().trim_start().starts_with('[') {
+            serde_json::from_str(raw.get()).map(Json::Array)
+        } else {
+            serde_json::from_str(raw.get()).map(Json::Other)
+        }
+    }
+}
 
 /// Whether a response's content type is JSON; a missing one is given the benefit of the doubt.
 pub(crate) fn is_json(content_type: Option<&str>) -> bool {
@@ -160,6 +187,25 @@ pub(crate) mod de {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_are_read_element_by_element_and_keep_number_literals() {
+        let body = br#" [ {"id": 1, "amount": 12.50}, [2], null ] "#;
+        let Json::Array(elements) = Json::parse(body).unwrap() else {
+            panic!("an array");
+        };
+        let texts: Vec<&str> = elements.iter().map(|e| e.get()).collect();
+        assert_eq!(texts, [r#"{"id": 1, "amount": 12.50}"#, "[2]", "null"]);
+        assert!(matches!(
+            Json::parse(b"null").unwrap(),
+            Json::Other(Value::Null)
+        ));
+        assert!(matches!(
+            Json::parse(br#"{"hata": "x"}"#).unwrap(),
+            Json::Other(Value::Object(_))
+        ));
+        assert!(Json::parse(b"[1,").is_err());
+    }
 
     #[test]
     fn decimals_keep_their_literal() {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::config::AccountConfig;
@@ -57,4 +58,12 @@ pub async fn sync_with_config(
     .await?;
     tx.commit().await?;
     Ok(ids)
+}
+
+/// When the account was first registered: the earliest moment any of its orders was read.
+pub async fn registered_at(pool: &PgPool, account_id: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("select created_at from accounts where id = $1")
+        .bind(account_id)
+        .fetch_one(pool)
+        .await
 }

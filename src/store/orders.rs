@@ -181,7 +181,7 @@ async fn upsert_orders(
         placed_at.push(order.placed_at);
         source_updated_at.push(order.source_updated_at);
         hash.push(h.as_slice());
-        raw.push(order.raw.to_string());
+        raw.push(order.raw.json());
     }
     let ids: Vec<(String, i64)> = sqlx::query_as(
         "insert into orders (account_id, external_id, order_number, state, status_code, status_text,
@@ -355,7 +355,7 @@ async fn replace_lines_and_packages(
             l_state.push(line.state.as_str());
             l_code.push(line.status.code.as_deref());
             l_text.push(line.status.text.as_deref());
-            l_raw.push(line.raw.to_string());
+            l_raw.push(line.raw.json());
         }
         let mut seen_packages = std::collections::HashSet::new();
         for package in &order.packages {
@@ -370,7 +370,7 @@ async fn replace_lines_and_packages(
             p_carrier.push(package.carrier.as_deref());
             p_tracking.push(package.tracking_number.as_deref());
             p_total.push(package.total_amount);
-            p_raw.push(package.raw.to_string());
+            p_raw.push(package.raw.json());
         }
     }
     if l_order.is_empty() && p_order.is_empty() {
@@ -593,7 +593,7 @@ pub async fn load(
                     code: l.status_code,
                     text: l.status_text,
                 },
-                raw: l.raw,
+                raw: l.raw.into(),
             })
             .collect(),
         packages: packages
@@ -608,10 +608,10 @@ pub async fn load(
                 carrier: p.carrier,
                 tracking_number: p.tracking_number,
                 total_amount: p.total_amount,
-                raw: p.raw,
+                raw: p.raw.into(),
             })
             .collect(),
-        raw: row.raw,
+        raw: row.raw.into(),
     }))
 }
 

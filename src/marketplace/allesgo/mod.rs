@@ -7,7 +7,10 @@
 //!   document says "after" and "before" without saying whether the bounds are inclusive and a second
 //!   of over-fetch is harmless.
 //! - stream `updates`: one window; `updates_only=1&days=N` with `N = ⌈(to − from) in days⌉ + 1`, since
-//!   allesgo counts `days` back from now and the window ends at about now.
+//!   allesgo counts `days` back from now and the window ends at about now. It lists changes only
+//!   (`changes_only`): its first run starts when the account was registered, since the `new` stream's
+//!   backfill reads every order as it is after that moment; asking `days = initial_sync_days` would
+//!   return every order of the backfill in one unpaginated answer.
 //! - [`Marketplace::status_catalog`]: `GET {base_url}/v1.0/order/status-codes`.
 //! - transitions and their read-back: see [`transitions`].
 //!
@@ -52,6 +55,7 @@ static STREAMS: [StreamSpec; 2] = [
             max_window: Some(DAY),
             adaptive: true,
             reread_open: false,
+            changes_only: false,
         },
     },
     StreamSpec {
@@ -60,6 +64,7 @@ static STREAMS: [StreamSpec; 2] = [
             max_window: None,
             adaptive: false,
             reread_open: false,
+            changes_only: true,
         },
     },
 ];

@@ -69,7 +69,7 @@ fn a_single_order_object_is_read_in_full() {
     assert_eq!(p.carrier.as_deref(), Some("Yurtiçi Kargo"));
     assert_eq!(p.total_amount, Some(dec("919.89")));
     assert_eq!(
-        p.raw["invoice_draft"],
+        p.raw.value()["invoice_draft"],
         "https://www.allesgo.com/fatura/PKG-77001"
     );
 
@@ -89,7 +89,7 @@ fn a_single_order_object_is_read_in_full() {
         Some("899.90")
     );
     assert_eq!(l.state, OrderState::Shipped);
-    assert_eq!(l.raw["variant"]["Boyut"], "Çift Kişilik");
+    assert_eq!(l.raw.value()["variant"]["Boyut"], "Çift Kişilik");
 }
 
 #[test]
@@ -235,8 +235,8 @@ fn secrets_are_scrubbed_from_raw() {
     .unwrap();
     let raw = orders[0].raw.to_string();
     assert!(!raw.contains(TOKEN), "{raw}");
-    assert!(orders[0].raw.get("access_token").is_none());
-    assert_eq!(orders[0].raw["note"], "sent with ***");
+    assert!(orders[0].raw.value().get("access_token").is_none());
+    assert_eq!(orders[0].raw.value()["note"], "sent with ***");
 }
 
 #[test]
@@ -320,10 +320,20 @@ fn streams_follow_the_contract() {
         StreamPlan::Windows {
             max_window: Some(DAY),
             adaptive: true,
-            reread_open: false
+            reread_open: false,
+            changes_only: false
         }
     );
     assert_eq!(STREAMS[1].name, "updates");
+    assert_eq!(
+        STREAMS[1].plan,
+        StreamPlan::Windows {
+            max_window: None,
+            adaptive: false,
+            reread_open: false,
+            changes_only: true
+        }
+    );
 }
 
 /// What the stand-in service saw and should answer.
@@ -392,6 +402,7 @@ fn window() -> PageRequest {
         page: None,
         page_size: 200,
         order_ids: Vec::new(),
+        changed_since: None,
     }
 }
 

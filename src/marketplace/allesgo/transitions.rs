@@ -343,7 +343,7 @@ mod tests {
             carrier: None,
             tracking_number: None,
             total_amount: None,
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 
@@ -363,7 +363,7 @@ mod tests {
             source_updated_at: None,
             lines: Vec::new(),
             packages,
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 

@@ -15,7 +15,10 @@
 //! `DD/MM/YYYY HH:MM[:SS]` or bare date taken as Europe/Istanbul time. Anything else is malformed.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::state::{Statuses, derive_order_state};
@@ -23,7 +26,7 @@ use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
 use crate::http::Redactor;
 use crate::marketplace::StatusDescription;
 use crate::marketplace::payload::istanbul;
-use crate::marketplace::payload::{amount, kind, scrub};
+use crate::marketplace::payload::{Json, amount, kind, scrub};
 
 /// Why a 200 response could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,25 +91,47 @@ pub(super) fn parse_orders(
     statuses: &Statuses,
     redactor: &Redactor,
 ) -> Result<Vec<Order>, Problem> {
-    let data = match envelope_data(body)? {
-        Value::Array(orders) => orders,
-        Value::Null => Vec::new(),
-        order @ Value::Object(_) => vec![order],
-        other => {
+    let data = envelope(body)?;
+    let orders: Vec<Value> = match data {
+        Json::Array(orders) => {
+            // One order's value tree at a time: an unpaginated answer may hold thousands.
+            return orders
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let order = |e: String| Problem::Malformed(format!("order #{}: {e}", i + 1));
+                    let raw: Value =
+                        serde_json::from_str(text.get()).map_err(|e| order(e.to_string()))?;
+                    convert_scrubbed(raw, statuses, redactor).map_err(order)
+                })
+                .collect();
+        }
+        Json::Other(Value::Null) => Vec::new(),
+        Json::Other(order @ Value::Object(_)) => vec![order],
+        Json::Other(other) => {
             return Err(Problem::Malformed(format!(
                 "`data` is a {}, expected orders",
                 kind(&other)
             )));
         }
     };
-    data.into_iter()
+    orders
+        .into_iter()
         .enumerate()
-        .map(|(i, mut raw)| {
-            scrub(&mut raw, redactor, &["access_token"]);
-            convert_order(raw, statuses)
+        .map(|(i, raw)| {
+            convert_scrubbed(raw, statuses, redactor)
                 .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
         })
         .collect()
+}
+
+fn convert_scrubbed(
+    mut raw: Value,
+    statuses: &Statuses,
+    redactor: &Redactor,
+) -> Result<Order, String> {
+    scrub(&mut raw, redactor, &["access_token"]);
+    convert_order(raw, statuses)
 }
 
 /// The catalogue of a `GET /v1.0/order/status-codes` response.
@@ -155,15 +180,41 @@ pub(super) fn api_message(body: &[u8]) -> Option<String> {
 
 /// The `data` member of a response, or the error the body reports instead.
 fn envelope_data(body: &[u8]) -> Result<Value, Problem> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| Problem::Malformed(format!("not JSON: {e}")))?;
-    let Value::Object(mut map) = value else {
+    match envelope(body)? {
+        Json::Array(elements) => elements
+            .into_iter()
+            .map(|text| serde_json::from_str(text.get()))
+            .collect::<Result<Vec<Value>, _>>()
+            .map(Value::Array)
+            .map_err(|e| Problem::Malformed(format!("not JSON: {e}"))),
+        Json::Other(value) => Ok(value),
+    }
+}
+
+/// The `data` member of a response (an array as its elements' texts, see [`Json`]), or the error the
+/// body reports instead.
+fn envelope(body: &[u8]) -> Result<Json<'_>, Problem> {
+    let malformed = |e: serde_json::Error| Problem::Malformed(format!("not JSON: {e}"));
+    let whole: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+    if !whole.get().trim_start().starts_with('{') {
+        let value: Value = serde_json::from_str(whole.get()).map_err(malformed)?;
         return Err(Problem::Malformed(format!(
             "the body is a {}, expected an object with `data`",
             kind(&value)
         )));
-    };
-    let data = map.remove("data");
+    }
+    // The members as texts: only `data` may be large, and it is read one level deep.
+    let members: BTreeMap<String, &RawValue> =
+        serde_json::from_str(whole.get()).map_err(malformed)?;
+    let mut map = Map::new();
+    let mut data = None;
+    for (name, text) in members {
+        if name == "data" {
+            data = Some(Json::of(text).map_err(malformed)?);
+        } else {
+            map.insert(name, serde_json::from_str(text.get()).map_err(malformed)?);
+        }
+    }
     if (map.get("error").is_some_and(|e| !e.is_null()) || data.is_none())
         && let Some(message) = error_message(&map)
     {
@@ -171,7 +222,7 @@ fn envelope_data(body: &[u8]) -> Result<Value, Problem> {
     }
     let data = data.ok_or_else(|| Problem::Malformed("no `data` member".to_owned()))?;
     // Actions answer `{"data": {"success": false, "message": …}}`; a listing could fail alike.
-    if let Value::Object(inner) = &data
+    if let Json::Other(Value::Object(inner)) = &data
         && inner.get("success") == Some(&Value::Bool(false))
     {
         return Err(Problem::Rejected(
@@ -248,7 +299,7 @@ fn convert_order(raw: Value, statuses: &Statuses) -> Result<Order, String> {
         source_updated_at: None,
         lines,
         packages,
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -295,7 +346,7 @@ fn convert_package(
         total_amount: amount(wire.total_price.as_ref())
             .map_err(|e| format!("`total_price`: {e}"))?,
         external_id,
-        raw,
+        raw: raw.into(),
     };
     Ok((package, lines))
 }
@@ -336,7 +387,7 @@ fn convert_item(
             .map(|c| Currency::parse(&c)),
         state: statuses.state(status.code.as_deref(), status.text.as_deref()),
         status,
-        raw,
+        raw: raw.into(),
     })
 }
 

@@ -6,9 +6,10 @@
 //! shared client never copies request bodies), and only the method name goes into `what`.
 //!
 //! Request plan (one request per page, no pagination):
-//! - stream `new`: windows of at most one day over the order date with `GetOrdersDate`;
+//! - stream `new`: windows of at most six hours over the order date with `GetOrdersDate`;
 //!   `BaslangicTarihi`/`BitisTarihi` are `dd.MM.yyyy HH:mm` Istanbul time, `from` rounded down and `to`
-//!   rounded up to the minute (the API has minute precision; the overlap is harmless).
+//!   rounded up to the minute (the API has minute precision; the overlap is harmless). Six hours, not a
+//!   day: the answer is unpaginated, and a busy shop's day is thousands of orders held at once.
 //! - stream `status`: the orders the store still holds open, a batch at a time, re-read whole with
 //!   `GetOrderInfoByOrdersCode`. `GetOrdersStateByOrdersCode` is not used: it returns only code and
 //!   status text (in a different vocabulary, e.g. `Sipariş Tamamlandı`), cannot produce a complete order
@@ -53,9 +54,10 @@ fn stream_specs(batch: usize) -> [StreamSpec; 2] {
         StreamSpec {
             name: STREAM_NEW,
             plan: StreamPlan::Windows {
-                max_window: Some(Duration::from_secs(24 * 60 * 60)),
+                max_window: Some(Duration::from_secs(6 * 60 * 60)),
                 adaptive: false,
                 reread_open: false,
+                changes_only: false,
             },
         },
         StreamSpec {

@@ -82,7 +82,7 @@ fn orders_by_date_are_read_in_full() {
     let p = &o.packages[0];
     assert_eq!(p.tracking_number.as_deref(), Some("YK-998877"));
     assert_eq!(p.carrier.as_deref(), Some("Yurtiçi Kargo"));
-    assert_eq!(p.raw["urunKargoTeslimTarihi"], "07.10.2019");
+    assert_eq!(p.raw.value()["urunKargoTeslimTarihi"], "07.10.2019");
 
     let o = &orders[1];
     assert_eq!(o.state, OrderState::Disputed, "X - İtiraz Edildi");
@@ -240,7 +240,7 @@ fn echoed_credentials_are_scrubbed_from_raw() {
         !raw.contains(API_KEY) && !raw.contains(API_PASSWORD),
         "{raw}"
     );
-    assert_eq!(orders[0].raw["siparisNotu"], "***");
+    assert_eq!(orders[0].raw.value()["siparisNotu"], "***");
 }
 
 #[test]
@@ -365,6 +365,7 @@ fn request(order_ids: &[&str]) -> PageRequest {
         page: None,
         page_size: 25,
         order_ids: order_ids.iter().map(|s| (*s).to_owned()).collect(),
+        changed_since: None,
     }
 }
 

@@ -291,7 +291,7 @@ mod tests {
             source_updated_at: None,
             lines: Vec::new(),
             packages: Vec::new(),
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 

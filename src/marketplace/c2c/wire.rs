@@ -21,7 +21,7 @@ use super::Statuses;
 use crate::domain::{Currency, Order, OrderLine, OrderState, Package, RawStatus};
 use crate::http::Redactor;
 use crate::marketplace::payload::istanbul;
-use crate::marketplace::payload::{amount, kind, scrub};
+use crate::marketplace::payload::{Json, amount, kind, scrub};
 
 /// Why a 200 response could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,14 +64,14 @@ pub(super) fn parse_orders(
     statuses: &Statuses,
     redactor: &Redactor,
 ) -> Result<Vec<Order>, Problem> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| Problem::Malformed(format!("not JSON: {e}")))?;
-    let orders = match value {
-        Value::Array(orders) => orders,
+    let orders = match Json::parse(body)
+        .map_err(|e| Problem::Malformed(format!("not JSON: {e}")))?
+    {
+        Json::Array(orders) => orders,
         // A .NET service may serialize an empty result as `null`.
-        Value::Null => Vec::new(),
-        Value::Object(error) => return Err(Problem::Rejected(error_message(&error))),
-        other => {
+        Json::Other(Value::Null) => Vec::new(),
+        Json::Other(Value::Object(error)) => return Err(Problem::Rejected(error_message(&error))),
+        Json::Other(other) => {
             return Err(Problem::Malformed(format!(
                 "the body is a {}, expected an array of orders",
                 kind(&other)
@@ -81,10 +81,12 @@ pub(super) fn parse_orders(
     orders
         .into_iter()
         .enumerate()
-        .map(|(i, mut raw)| {
+        .map(|(i, text)| {
+            let order = |e: String| Problem::Malformed(format!("order #{}: {e}", i + 1));
+            let mut raw: Value =
+                serde_json::from_str(text.get()).map_err(|e| order(e.to_string()))?;
             scrub(&mut raw, redactor, &["apikey", "apipassword"]);
-            convert_order(raw, statuses)
-                .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
+            convert_order(raw, statuses).map_err(order)
         })
         .collect()
 }
@@ -177,7 +179,7 @@ fn convert_order(raw: Value, statuses: &Statuses) -> Result<Order, String> {
         status,
         lines,
         packages,
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -207,7 +209,7 @@ fn convert_item(
         currency: currency(wire.urun_para_birimi),
         state,
         status: status.clone(),
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -226,8 +228,8 @@ fn packages(lines: &[OrderLine], state: OrderState, status: &RawStatus) -> Vec<P
                 .map(|(a, b)| a + b);
             continue;
         }
-        let carrier = line
-            .raw
+        let line_raw = line.raw.value();
+        let carrier = line_raw
             .get("urunKargo")
             .and_then(Value::as_str)
             .map(str::trim)
@@ -235,7 +237,7 @@ fn packages(lines: &[OrderLine], state: OrderState, status: &RawStatus) -> Vec<P
             .map(str::to_owned);
         let raw: Map<String, Value> = ["urunKargo", "urunKargoTakipNo", "urunKargoTeslimTarihi"]
             .iter()
-            .filter_map(|k| line.raw.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .filter_map(|k| line_raw.get(*k).map(|v| ((*k).to_owned(), v.clone())))
             .collect();
         packages.push(Package {
             external_id: tracking.clone(),
@@ -244,7 +246,7 @@ fn packages(lines: &[OrderLine], state: OrderState, status: &RawStatus) -> Vec<P
             carrier,
             tracking_number: Some(tracking.clone()),
             total_amount: line.total_price,
-            raw: Value::Object(raw),
+            raw: Value::Object(raw).into(),
         });
     }
     packages

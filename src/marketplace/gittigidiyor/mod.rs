@@ -3,8 +3,14 @@
 //! One stream, `sales`, over windows of at most seven days. The range filter's date is not documented,
 //! so the poller re-reads from the oldest sale that is not final (`reread_open`), and each window is
 //! paged with `pageNumber` from 1 (the page token is the next page number) while the service says
-//! `nextPageAvailable`. Requests ask for `withData=true`, every status, ordered by last action
-//! ascending (`orderBy=A`, `orderType=A`).
+//! `nextPageAvailable`. Requests ask for `withData=true`, every status, ordered by last action,
+//! newest first (`orderBy=A`, `orderType=D`). An incremental run reads the open range as one window
+//! and ends it at the first page whose oldest sale's `lastActionDate` is before
+//! [`PageRequest::changed_since`]: every later sale changed even earlier and was read by an earlier
+//! run. A page that is not in that order (a service ignoring `orderType`) never ends a window early.
+//! Newest first also keeps paging safe: a sale that changes while the window is paged moves to page 1,
+//! so the sales not yet read shift towards later pages (read twice at worst, never skipped), and the
+//! change itself is after the run's upper bound, for the next run.
 //!
 //! Each request is authenticated twice: HTTP basic auth with the role name and role password, and in
 //! the envelope `apiKey`, `time` (Unix milliseconds, taken once per request) and `sign`, the lowercase
@@ -32,7 +38,7 @@ use url::Url;
 
 use super::{Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan, StreamSpec};
 use crate::config::{AccountConfig, Credentials, Secret};
-use crate::domain::OrderState;
+use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
 
 /// The one stream: sales by date range.
@@ -44,6 +50,7 @@ const STREAMS: &[StreamSpec] = &[StreamSpec {
         max_window: Some(Duration::from_secs(7 * 24 * 60 * 60)),
         adaptive: false,
         reread_open: true,
+        changes_only: false,
     },
 }];
 
@@ -169,7 +176,7 @@ impl Gittigidiyor {
             by_status: "",
             by_user: "",
             order_by: "A",
-            order_type: "A",
+            order_type: "D",
             start_date: &start,
             end_date: &end,
             page_number,
@@ -216,10 +223,6 @@ impl Gittigidiyor {
                 message: self.http.redactor().redact(&message),
             },
         })?;
-        // A page without sales ends the window whatever `nextPageAvailable` says, so that a service
-        // bug cannot keep the poller paging forever.
-        let next = (page.next_page_available && !page.sales.is_empty())
-            .then(|| (page_number + 1).to_string());
         let orders = page
             .sales
             .into_iter()
@@ -228,6 +231,14 @@ impl Gittigidiyor {
             .map_err(|reason| {
                 MarketplaceError::malformed(&self.http, &what, reason, &response.body)
             })?;
+        // A page without sales ends the window whatever `nextPageAvailable` says, so that a service
+        // bug cannot keep the poller paging forever.
+        let next = (page.next_page_available
+            && !orders.is_empty()
+            && !request
+                .changed_since
+                .is_some_and(|since| older_than(&orders, since)))
+        .then(|| (page_number + 1).to_string());
         Ok(Page {
             orders,
             next,
@@ -292,6 +303,17 @@ fn format_end(to: DateTime<Utc>) -> String {
     to.with_timezone(&Istanbul)
         .format(wire::DATE_FORMAT)
         .to_string()
+}
+
+/// Whether a page, newest change first, reaches changes before `since`: its last sale's
+/// `lastActionDate` is earlier, and every sale has one, in non-increasing order.
+fn older_than(orders: &[Order], since: DateTime<Utc>) -> bool {
+    let changed: Option<Vec<DateTime<Utc>>> =
+        orders.iter().map(|order| order.source_updated_at).collect();
+    changed.is_some_and(|changed| {
+        changed.windows(2).all(|pair| pair[0] >= pair[1])
+            && changed.last().is_some_and(|last| *last < since)
+    })
 }
 
 fn page_number(token: &str) -> Option<u32> {

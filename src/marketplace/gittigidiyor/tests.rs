@@ -83,7 +83,7 @@ fn envelope_lists_the_parameters_in_order_unqualified() {
         by_status: "",
         by_user: "",
         order_by: "A",
-        order_type: "A",
+        order_type: "D",
         start_date: "01/03/2020 00:00:00",
         end_date: "07/04/2020 23:59:00",
         page_number: 2,
@@ -97,7 +97,7 @@ fn envelope_lists_the_parameters_in_order_unqualified() {
             r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" "#,
             r#"xmlns:sale="http://sale.individual.ws.listingapi.gg.com"><soapenv:Body>"#,
             "<sale:getSalesByDateRange><apiKey>KEY</apiKey><sign>abc123</sign><time>1586254267097</time>",
-            "<withData>true</withData><byStatus/><byUser/><orderBy>A</orderBy><orderType>A</orderType>",
+            "<withData>true</withData><byStatus/><byUser/><orderBy>A</orderBy><orderType>D</orderType>",
             "<startDate>01/03/2020 00:00:00</startDate><endDate>07/04/2020 23:59:00</endDate>",
             "<pageNumber>2</pageNumber><pageSize>100</pageSize><lang>tr</lang>",
             "</sale:getSalesByDateRange></soapenv:Body></soapenv:Envelope>"
@@ -221,6 +221,24 @@ fn sale_converts_to_json_faithfully() {
 }
 
 #[test]
+fn a_newest_first_page_ends_the_window_only_past_changed_since() {
+    let mut page = orders(SALES_MANY);
+    let at = |hour| Some(utc(2024, 5, 1, hour, 0, 0));
+    for (order, hour) in page.iter_mut().zip([12, 11, 9]) {
+        order.source_updated_at = at(hour);
+    }
+    assert!(older_than(&page, utc(2024, 5, 1, 10, 0, 0)));
+    assert!(!older_than(&page, utc(2024, 5, 1, 9, 0, 0)));
+    // Not newest first: the service ignored `orderType`, so the order says nothing about later pages.
+    page.swap(0, 1);
+    assert!(!older_than(&page, utc(2024, 5, 1, 10, 0, 0)));
+    page.swap(0, 1);
+    page[1].source_updated_at = None;
+    assert!(!older_than(&page, utc(2024, 5, 1, 10, 0, 0)));
+    assert!(!older_than(&[], utc(2024, 5, 1, 10, 0, 0)));
+}
+
+#[test]
 fn many_sales_page_keeps_turkish_text_amounts_and_combined_shipping() {
     assert!(!page(SALES_MANY).next_page_available);
     let orders = orders(SALES_MANY);
@@ -251,10 +269,10 @@ fn many_sales_page_keeps_turkish_text_amounts_and_combined_shipping() {
     assert_eq!(first.packages[0].external_id, "GGK90307978");
     assert_eq!(first.packages[0].carrier.as_deref(), Some("JETIZZ"));
     assert_eq!(
-        first.raw["shippingInfo"]["combinedSaleCodes"]["saleCode"],
+        first.raw.value()["shippingInfo"]["combinedSaleCodes"]["saleCode"],
         json!(["SC115713830", "SC115713831"])
     );
-    assert_eq!(first.packages[0].raw, first.raw["shippingInfo"]);
+    assert_eq!(first.packages[0].raw, first.raw.value()["shippingInfo"]);
 
     let second = &orders[1];
     assert_eq!(
@@ -469,6 +487,7 @@ async fn exchanges_with_a_stand_in_service() {
         page: None,
         page_size: 100,
         order_ids: vec![],
+        changed_since: None,
     };
 
     let first = gg.fetch_page("sales", &request).await.unwrap();
@@ -556,6 +575,7 @@ async fn exchanges_with_a_stand_in_service() {
         assert_eq!(text("apiKey"), API_KEY);
         assert_eq!(text("withData"), "true");
         assert_eq!(text("orderBy"), "A");
+        assert_eq!(text("orderType"), "D");
         assert_eq!(text("startDate"), "01/05/2024 10:00:00");
         assert_eq!(text("endDate"), "02/05/2024 10:00:00");
         assert_eq!(text("pageNumber"), if number == 0 { "1" } else { "2" });

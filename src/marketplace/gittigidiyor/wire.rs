@@ -326,7 +326,7 @@ pub(super) fn sale_to_order(raw: Value, statuses: &StatusMap) -> Result<Order, S
             carrier: carrier.clone(),
             tracking_number: None,
             total_amount: None,
-            raw: package_raw(&raw, code),
+            raw: package_raw(&raw, code).into(),
         })
         .collect();
 
@@ -341,7 +341,7 @@ pub(super) fn sale_to_order(raw: Value, statuses: &StatusMap) -> Result<Order, S
         currency: Some(currency.clone()),
         state,
         status: status.clone(),
-        raw: pick(&raw, &LINE_FIELDS),
+        raw: pick(&raw, &LINE_FIELDS).into(),
     };
     Ok(Order {
         external_id: sale_code,
@@ -358,7 +358,7 @@ pub(super) fn sale_to_order(raw: Value, statuses: &StatusMap) -> Result<Order, S
         source_updated_at,
         lines: vec![line],
         packages,
-        raw,
+        raw: raw.into(),
     })
 }
 

@@ -52,6 +52,7 @@ const STREAMS: &[StreamSpec] = &[StreamSpec {
         max_window: Some(Duration::from_secs(24 * 60 * 60)),
         adaptive: false,
         reread_open: false,
+        changes_only: false,
     },
 }];
 
@@ -583,6 +584,7 @@ mod tests {
             page,
             page_size: 2,
             order_ids: Vec::new(),
+            changed_since: None,
         }
     }
 
@@ -595,7 +597,8 @@ mod tests {
             StreamPlan::Windows {
                 max_window: Some(Duration::from_secs(86_400)),
                 adaptive: false,
-                reread_open: false
+                reread_open: false,
+                changes_only: false
             }
         );
     }
@@ -758,7 +761,7 @@ mod tests {
             Some("Gülşen Çağlayan Öztürk")
         );
         assert_eq!(
-            cancelled.raw["cancellation_plans"]
+            cancelled.raw.value()["cancellation_plans"]
                 .as_array()
                 .unwrap()
                 .len(),
@@ -766,7 +769,7 @@ mod tests {
         );
         assert_eq!(first.orders[0].lines.len(), 1);
         assert_eq!(
-            first.orders[0].raw["billing_address"]["first_name"],
+            first.orders[0].raw.value()["billing_address"]["first_name"],
             "Akinon"
         );
 

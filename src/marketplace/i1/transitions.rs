@@ -267,7 +267,7 @@ mod tests {
                 code: Some(code.into()),
                 text: None,
             },
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 
@@ -287,7 +287,7 @@ mod tests {
             source_updated_at: None,
             lines,
             packages: Vec::new(),
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 

@@ -327,7 +327,7 @@ impl Assembled<'_> {
                     code: item.status.clone(),
                     text: None,
                 },
-                raw: raw.clone(),
+                raw: raw.into(),
             })
             .collect();
 
@@ -367,7 +367,7 @@ impl Assembled<'_> {
             source_updated_at: order.updated_at,
             lines,
             packages: Vec::new(),
-            raw: Value::Object(full),
+            raw: Value::Object(full).into(),
         }
     }
 }
@@ -508,15 +508,18 @@ mod tests {
         assert_eq!(line.unit_price, Some(dec("629.00")));
         assert_eq!(line.state, OrderState::Delivered);
         assert_eq!(
-            line.raw["tracking_number"],
+            line.raw.value()["tracking_number"],
             "5c0095dab3c087befe04c0d5a0155d3e"
         );
 
-        assert_eq!(order.raw["order"], raw);
-        assert_eq!(order.raw["items"][0]["id"], line.external_id.as_str());
-        assert_eq!(order.raw["shipping_address"]["postcode"], "34000");
-        assert_eq!(order.raw["billing_address"]["postcode"], "34000");
-        assert!(order.raw.get("cancellation_plans").is_none());
+        assert_eq!(order.raw.value()["order"], raw);
+        assert_eq!(
+            order.raw.value()["items"][0]["id"],
+            line.external_id.as_str()
+        );
+        assert_eq!(order.raw.value()["shipping_address"]["postcode"], "34000");
+        assert_eq!(order.raw.value()["billing_address"]["postcode"], "34000");
+        assert!(order.raw.value().get("cancellation_plans").is_none());
     }
 
     #[test]
@@ -566,13 +569,25 @@ mod tests {
         assert_eq!(order.lines[1].unit_price.unwrap().to_string(), "617.2839");
         assert_eq!(order.lines[0].state, OrderState::Cancelled);
         assert_eq!(
-            order.raw["order"]["gift_box_note"],
+            order.raw.value()["order"]["gift_box_note"],
             "Doğum günün kutlu olsun, İpek! Çok güzel şeyler dilerim: ğüşıöç"
         );
-        assert_eq!(order.raw["order"]["amount"].to_string(), "1234.5678");
-        assert_eq!(order.raw["order"]["discount_amount"].to_string(), "0.1");
-        assert_eq!(order.raw["cancellation_plans"][0]["status"], "waiting");
-        assert_eq!(order.raw["shipping_address"]["city"]["name"], "İstanbul");
+        assert_eq!(
+            order.raw.value()["order"]["amount"].to_string(),
+            "1234.5678"
+        );
+        assert_eq!(
+            order.raw.value()["order"]["discount_amount"].to_string(),
+            "0.1"
+        );
+        assert_eq!(
+            order.raw.value()["cancellation_plans"][0]["status"],
+            "waiting"
+        );
+        assert_eq!(
+            order.raw.value()["shipping_address"]["city"]["name"],
+            "İstanbul"
+        );
     }
 
     #[test]
@@ -593,9 +608,9 @@ mod tests {
         assert_eq!(order.status.code.as_deref(), Some("550"));
         assert_eq!(order.shipping_amount, None);
         assert_eq!(order.customer_name, None);
-        assert_eq!(order.raw["shipping_address"], Value::Null);
+        assert_eq!(order.raw.value()["shipping_address"], Value::Null);
         assert_eq!(
-            order.raw["order"]["a_field_added_later"]["nested"][1].to_string(),
+            order.raw.value()["order"]["a_field_added_later"]["nested"][1].to_string(),
             "2.50"
         );
     }

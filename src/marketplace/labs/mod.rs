@@ -40,6 +40,7 @@ const STREAMS: &[StreamSpec] = &[StreamSpec {
         max_window: None,
         adaptive: false,
         reread_open: false,
+        changes_only: false,
     },
 }];
 
@@ -269,6 +270,7 @@ mod tests {
             page: page.map(str::to_owned),
             page_size: 2,
             order_ids: Vec::new(),
+            changed_since: None,
         }
     }
 
@@ -281,7 +283,8 @@ mod tests {
             StreamPlan::Windows {
                 max_window: None,
                 adaptive: false,
-                reread_open: false
+                reread_open: false,
+                changes_only: false
             }
         );
     }

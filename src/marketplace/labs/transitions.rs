@@ -210,7 +210,7 @@ pub(super) fn took_effect(action: &Action, order: &Order) -> bool {
         Action::InvoiceLink { entry } => entry
             .get("invoiceNumber")
             .and_then(Value::as_str)
-            .is_some_and(|number| mentions(&order.raw, number)),
+            .is_some_and(|number| mentions(&order.raw.value(), number)),
     }
 }
 
@@ -336,6 +336,7 @@ impl Labs {
             page: None,
             page_size: 100,
             order_ids: Vec::new(),
+            changed_since: None,
         };
         for _ in 0..READ_BACK_PAGES {
             let page = self.fetch_orders(&request).await?;
@@ -412,7 +413,7 @@ mod tests {
             source_updated_at: None,
             lines: Vec::new(),
             packages: Vec::new(),
-            raw: Value::Null,
+            raw: Value::Null.into(),
         }
     }
 
@@ -581,7 +582,7 @@ mod tests {
         ));
         let link = parse(&transition("invoice-link", invoice())).unwrap();
         let mut invoiced = order("COMPLETED");
-        invoiced.raw = json!({"invoice": {"number": "FRY2024567890123"}});
+        invoiced.raw = json!({"invoice": {"number": "FRY2024567890123"}}).into();
         assert!(took_effect(&link, &invoiced));
         assert!(!took_effect(&link, &order("COMPLETED")));
     }

@@ -301,7 +301,7 @@ pub(super) fn into_order(raw: Value, statuses: &StatusMap) -> Result<Order, Stri
                     code: line.status,
                     text: None,
                 },
-                raw: raw.clone(),
+                raw: raw.into(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -320,7 +320,7 @@ pub(super) fn into_order(raw: Value, statuses: &StatusMap) -> Result<Order, Stri
             carrier: non_empty(shipment.cargo_company),
             tracking_number: non_empty(shipment.tracking_id),
             total_amount: None,
-            raw: raw.get("shipment").cloned().unwrap_or(Value::Null),
+            raw: raw.get("shipment").unwrap_or(&Value::Null).into(),
         })
         .into_iter()
         .collect();
@@ -341,7 +341,7 @@ pub(super) fn into_order(raw: Value, statuses: &StatusMap) -> Result<Order, Stri
         source_updated_at: order.updated_at,
         lines,
         packages,
-        raw,
+        raw: raw.into(),
     })
 }
 
@@ -455,13 +455,13 @@ mod tests {
         assert_eq!(line.unit_price.unwrap().to_string(), "2825.0000");
         assert_eq!(line.total_price, None);
         assert_eq!(line.state, OrderState::Cancelled);
-        assert_eq!(line.raw["cancelledQty"], 1);
+        assert_eq!(line.raw.value()["cancelledQty"], 1);
         assert_eq!(
-            order.raw["invoiceAddress"]["addressDetail"]["district"],
+            order.raw.value()["invoiceAddress"]["addressDetail"]["district"],
             "Balya"
         );
         assert_eq!(
-            order.raw["shipmentAddress"]["identifier"]["identity"].to_string(),
+            order.raw.value()["shipmentAddress"]["identifier"]["identity"].to_string(),
             "11111111111"
         );
     }
@@ -485,7 +485,7 @@ mod tests {
         assert_eq!(package.tracking_number.as_deref(), Some("ARS-3456789"));
         assert_eq!(package.state, OrderState::Preparing);
         assert_eq!(
-            package.raw["trackingUrl"],
+            package.raw.value()["trackingUrl"],
             "https://kargotakip.araskargo.com.tr/?code=ARS-3456789"
         );
 
@@ -507,10 +507,13 @@ mod tests {
             second.product_name.as_deref(),
             Some("Şemsiye — çift katlı, ığdır dokuma")
         );
-        assert_eq!(order.raw["priceTotal"].to_string(), "1234.5678");
-        assert_eq!(order.raw["shipment"]["shippingFee"].to_string(), "29.99");
+        assert_eq!(order.raw.value()["priceTotal"].to_string(), "1234.5678");
         assert_eq!(
-            order.raw["managerNote"],
+            order.raw.value()["shipment"]["shippingFee"].to_string(),
+            "29.99"
+        );
+        assert_eq!(
+            order.raw.value()["managerNote"],
             "Hediye paketi yapılsın; kartta 'İyi ki doğdun Şükrü' yazsın"
         );
     }
