@@ -2,7 +2,10 @@
 # Proves the Docker image by running it: builds deploy/Dockerfile, runs the image with --network=host against a
 # throw-away database and the sandbox (the five fake marketplaces), and checks that the health check turns
 # healthy, the orders arrive, the process is not root, the log is JSON without a secret, and `docker stop`
-# exits 0 within the shutdown deadline. Prints the image's size.
+# exits 0 within the shutdown deadline. Prints the image's size. Then it validates deploy/docker-compose.yml
+# (both profiles) with `docker compose config` or `docker-compose config`, runs the image's `demo` command as
+# the compose demo service does, and rebuilds the image after a change under src/ to show that only
+# ordersync itself is compiled again (the dependencies' layer comes from the cache), timing both builds.
 #
 #   deploy/smoke-docker.sh                      # from the repository root
 #   DATABASE_URL=postgres://… deploy/smoke-docker.sh   # a fresh database on that server instead of a private cluster
@@ -12,7 +15,7 @@
 # Engine: ../shared/tools/docker-up.sh when present, else any running engine; without one it says so and exits 0.
 # Environment: SMOKE_IMAGE (tag, default ordersync:smoke), SMOKE_BIN_OUT (copy the image's binary there, for
 # deploy/smoke-systemd.sh), SMOKE_ORDERS (orders per fake marketplace, default 40), SMOKE_NO_BUILD=1 (reuse an
-# existing $SMOKE_IMAGE instead of building it).
+# existing $SMOKE_IMAGE instead of building it, and skip the rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=smoke-docker
@@ -40,6 +43,12 @@ if ! engine_up; then
   exit 0
 fi
 t0=$(now)
+# The build context as it is now, for the rebuild below: the same files as the first build, plus one change.
+ctx=$WORK/context
+mkdir -p "$ctx/config" "$ctx/deploy"
+cp -R Cargo.toml Cargo.lock src migrations .dockerignore "$ctx/"
+cp config/default.toml "$ctx/config/"
+cp deploy/Dockerfile "$ctx/deploy/"
 
 if [ "${SMOKE_NO_BUILD:-}" = 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
   say "SMOKE_NO_BUILD=1: using the existing image $IMAGE"
@@ -53,7 +62,7 @@ say "ok: built $IMAGE in ${t_build}s; image size $((size / 1000000)) MB"
 
 BIN=$WORK/ordersync
 binary_from_image "$IMAGE" "$BIN"
-[ -n "${SMOKE_BIN_OUT:-}" ] && cp "$BIN" "$SMOKE_BIN_OUT"
+[ -n "${SMOKE_BIN_OUT:-}" ] && install -m 0755 "$BIN" "$SMOKE_BIN_OUT"
 start_database "$BIN"
 start_sandbox "$BIN" "$ORDERS_PER_API"
 say "database $DB_URL; sandbox with $EXPECTED_ORDERS orders"
@@ -107,5 +116,54 @@ say "ok: docker stop → exit 0 in ${took}s"
 
 docker logs "$CONTAINER" >"$WORK/container.log" 2>&1
 check_log "$WORK/container.log"
+
+# docker-compose.yml: valid as written, in both profiles (with the env file a user copies from the example).
+compose=()
+if docker compose version >/dev/null 2>&1; then compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then compose=(docker-compose)
+fi
+if [ ${#compose[@]} -gt 0 ]; then
+  mkdir -p "$WORK/compose"
+  cp deploy/docker-compose.yml deploy/ordersync.toml "$WORK/compose/"
+  cp deploy/ordersync.env.example "$WORK/compose/ordersync.env"
+  for profile in default demo; do
+    "${compose[@]}" -f "$WORK/compose/docker-compose.yml" --profile "$profile" config -q \
+      || fail "${compose[*]} config: deploy/docker-compose.yml is not valid (profile $profile)"
+  done
+  services=$("${compose[@]}" -f "$WORK/compose/docker-compose.yml" --profile demo config --services | sort | tr '\n' ' ')
+  [ "$services" = "demo ordersync postgres " ] || fail "the compose services are '$services'"
+  say "ok: ${compose[*]} config: deploy/docker-compose.yml is valid, services: $services"
+else
+  say "SKIPPED the compose check: neither \`docker compose\` nor docker-compose is installed"
+fi
+
+# The compose demo service's command: `ordersync demo` on a database of its own, stopped by its duration.
+DEMO_DB=ordersync_smoke_demo
+sql "create database $DEMO_DB" >/dev/null
+DEMO_URL=$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$DB_URL" "$DEMO_DB")
+docker run --rm --network=host -e DATABASE_URL="$DEMO_URL" -e ORDERSYNC__HTTP__LISTEN=127.0.0.1:0 \
+  "$IMAGE" demo --duration 15s --orders 20 >"$WORK/demo.log" 2>&1 || { tail -n 15 "$WORK/demo.log" >&2; fail "the image's demo command failed"; }
+demo_orders=$(psql "$DEMO_URL" -qAtX -c "select count(*) from orders")
+[ "$demo_orders" -ge 100 ] || { tail -n 15 "$WORK/demo.log" >&2; fail "the demo synced only $demo_orders orders, not the sandbox's 5 x 20"; }
+say "ok: \`docker run $IMAGE demo\` synced $demo_orders orders and exited 0"
+
+# A change under src/ rebuilds ordersync only: the dependencies' layer comes from the cache.
+if [ "${SMOKE_NO_BUILD:-}" = 1 ]; then
+  say "SMOKE_NO_BUILD=1: no rebuild"
+else
+  # A change no earlier run made, so that the layers after `COPY src` cannot come from the cache.
+  printf '\n// smoke-docker.sh: a source change, %s\n' "$(date +%s%N)" >>"$ctx/src/main.rs"
+  t5=$(now)
+  docker build --network=host -f "$ctx/deploy/Dockerfile" -t "$IMAGE-rebuild" "$ctx" >"$WORK/rebuild.log" 2>&1 \
+    || { tail -n 20 "$WORK/rebuild.log" >&2; fail "the rebuild failed"; }
+  t_rebuild=$(($(now) - t5))
+  docker image rm "$IMAGE-rebuild" >/dev/null 2>&1 || true
+  compiled=$(sed -nE 's/.*Compiling ([^ ]+) v.*/\1/p' "$WORK/rebuild.log" | sort -u | tr '\n' ' ')
+  [ "$compiled" = "ordersync " ] || fail "a change under src/ recompiled: ${compiled:-nothing}(expected only ordersync)"
+  grep -q 'cargo build --release --locked --lib --bin ordersync' "$WORK/rebuild.log" \
+    && grep -A1 'cargo build --release --locked --lib --bin ordersync' "$WORK/rebuild.log" | grep -q 'Using cache' \
+    || fail "the dependencies' layer was not taken from the cache"
+  say "ok: after a change under src/ the rebuild compiled only ordersync, in ${t_rebuild}s (first build ${t_build}s)"
+fi
 OK=1
 say "PASSED in $(($(now) - t0))s (build ${t_build}s); image $IMAGE: $((size / 1000000)) MB"
