@@ -60,7 +60,8 @@ pub async fn sync_with_config(
     Ok(ids)
 }
 
-/// When the account was first registered: the earliest moment any of its orders was read.
+/// When the account was first added to the database from the configuration (before any of its orders
+/// was read): a stream that lists only changes starts there, since another stream backfills.
 pub async fn registered_at(pool: &PgPool, account_id: i64) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar("select created_at from accounts where id = $1")
         .bind(account_id)
