@@ -281,3 +281,47 @@ async fn a_write_under_a_lost_lease_is_refused() {
         .unwrap();
     assert_eq!(stored, 0);
 }
+
+/// A replica's write can be stopped at any point (an aborted task, a timeout): the connection it held
+/// goes back to the pool with no transaction left open, so the next statement on it commits on its own.
+/// (sqlx before 0.9.1 left a `BEGIN` cancelled in flight open, and the next borrower's statements ran,
+/// uncommitted, inside it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stopped_midway_leaves_no_transaction_open() {
+    let (db, account) = setup().await;
+    // One connection, so every write and every check below uses the same session.
+    let pool = store::connect(&db.url, 1).await.unwrap();
+    for step in 0..300u64 {
+        let write = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let orders = [order(&step.to_string(), OrderState::Approved, "200")];
+                write_page(&pool, page(account, &orders, None)).await
+            }
+        });
+        // Stop the write a little later each time, so that the stops fall all along its statements.
+        let until = std::time::Instant::now() + std::time::Duration::from_micros(step * 10);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        write.abort();
+        let _ = write.await;
+        // Its session, seen from another connection once a statement has run on it.
+        let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let state: String = sqlx::query_scalar("select state from pg_stat_activity where pid = $1")
+            .bind(pid)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            state,
+            "idle",
+            "after a write stopped at {} µs the pool's connection is inside a transaction",
+            step * 10
+        );
+    }
+    pool.close().await;
+}
