@@ -38,6 +38,11 @@ pub const FETCH_AHEAD: usize = 8;
 /// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
 const FETCH_AHEAD_ORDERS: usize = 1_000;
 
+/// The most orders one write transaction holds. A larger page (an API without pagination answers with a
+/// whole window) is written in parts of this size, the checkpoint with the last, so that the bound
+/// arrays and the statement buffer of a write stay small whatever the page.
+const WRITE_BATCH_ORDERS: usize = 1_000;
+
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
 
@@ -699,26 +704,35 @@ impl AccountPoller {
         checkpoint: Option<(&str, DateTime<Utc>)>,
         totals: &mut RunTotals,
     ) -> Result<(), PollError> {
-        let counts = orders::write_page(
-            &self.pool,
-            PageWrite {
-                account_id: self.account_id,
-                marketplace: self.account.marketplace,
-                orders: &page.orders,
-                window_from,
-                checkpoint,
-                lease: Some(lease),
-            },
-        )
-        .await
-        .map_err(|source| PollError::Store {
-            account: self.account.name.clone(),
-            stream: spec.name.to_owned(),
-            source,
-        })?;
+        // An empty page is written too: it carries the checkpoint and renews the lease.
+        let mut parts = page.orders.chunks(WRITE_BATCH_ORDERS).peekable();
+        loop {
+            let part = parts.next().unwrap_or_default();
+            let last = parts.peek().is_none();
+            let counts = orders::write_page(
+                &self.pool,
+                PageWrite {
+                    account_id: self.account_id,
+                    marketplace: self.account.marketplace,
+                    orders: part,
+                    window_from,
+                    checkpoint: checkpoint.filter(|_| last),
+                    lease: Some(lease),
+                },
+            )
+            .await
+            .map_err(|source| PollError::Store {
+                account: self.account.name.clone(),
+                stream: spec.name.to_owned(),
+                source,
+            })?;
+            totals.counts += counts;
+            if last {
+                break;
+            }
+        }
         totals.pages += 1;
         totals.requests += page.requests;
-        totals.counts += counts;
         Ok(())
     }
 }

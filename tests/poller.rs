@@ -398,6 +398,81 @@ marketplace_tests! {
     gittigidiyor => Api::Gittigidiyor,
 }
 
+/// allesgo answers its `updates` stream in one unpaginated page: more than 1,000 changes are written in
+/// parts of 1,000 orders, each in its own transaction, and the cursor moves only with the last part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
+    let api = Api::Allesgo;
+    let mut env = SyncEnv::start(3_000).await;
+    let mut account = env.account(api);
+    // No overlap: the `new` stream's second run reads only orders placed since the first, so every
+    // change is written by the `updates` stream.
+    account.overlap = std::time::Duration::ZERO;
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    let token = CancellationToken::new();
+    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+
+    // Every open order moves on (about 40 % of them).
+    let changed = env.sandbox.change_orders(api, 3_000);
+    env.sandbox.clear_audit();
+    let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    assert_succeeded(api, &reports);
+    let updates: Vec<_> = env
+        .sandbox
+        .audit()
+        .into_iter()
+        .filter(|entry| {
+            entry
+                .query
+                .as_deref()
+                .is_some_and(|q| q.contains("updates_only=1"))
+        })
+        .collect();
+    assert_eq!(updates.len(), 1, "the changes came in one answer");
+    let answered = reports
+        .iter()
+        .find(|r| r.stream == "updates")
+        .expect("an updates run")
+        .totals
+        .counts
+        .seen as usize;
+    assert!(answered > 1_000, "{answered} orders: too few to need parts");
+    assert_in_step(&env, api).await;
+
+    // The transactions that wrote the changed orders, and the one that moved the `updates` cursor.
+    let parts: Vec<(i64, i64)> = sqlx::query_as(
+        "select xmin::text::bigint, count(*) from orders
+         where account_id = $1 and external_id = any($2)
+         group by 1 order by 1",
+    )
+    .bind(env.accounts[api.name()])
+    .bind(&changed)
+    .fetch_all(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        parts.len(),
+        answered.div_ceil(1_000),
+        "{answered} orders in parts of 1,000: {parts:?}"
+    );
+    assert!(
+        parts.iter().all(|(_, orders)| *orders <= 1_000),
+        "{parts:?}"
+    );
+    let cursor_written_by: i64 = sqlx::query_scalar(
+        "select xmin::text::bigint from sync_cursors where account_id = $1 and stream = 'updates'",
+    )
+    .bind(env.accounts[api.name()])
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        Some(cursor_written_by),
+        parts.last().map(|(xid, _)| *xid),
+        "the cursor moved with the last part"
+    );
+}
+
 /// `ordersync run` (the daemon, in process) with one account of each marketplace keeps all five in step
 /// with the sandbox while orders keep changing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

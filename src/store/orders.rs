@@ -1,8 +1,8 @@
 //! Orders, their lines, packages and state history, and the unknown values they carried.
 //!
-//! [`write_page`] is the only way orders enter the database: one transaction per page holding the
-//! lease check, the upserts and the cursor checkpoint, with a fixed number of statements per page (never
-//! one round trip per order). An order whose content hash is unchanged is not rewritten; a change of
+//! [`write_page`] is the only way orders enter the database: one transaction per page (or per part of a
+//! large page, see the poller) holding the lease check, the upserts and the cursor checkpoint, with a
+//! fixed number of statements per write (never one round trip per order). An order whose content hash is unchanged is not rewritten; a change of
 //! canonical state or raw status appends one `order_state_changes` row.
 
 use std::collections::HashMap;
