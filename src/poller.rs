@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::AccountConfig;
+use crate::domain::MarketplaceKind;
 use crate::marketplace::{
     Disposition, Marketplace, MarketplaceError, Page, PageRequest, StreamPlan, StreamSpec,
 };
@@ -505,7 +506,11 @@ impl AccountPoller {
     ) -> Result<bool, PollError> {
         let spec = run.spec;
         let mut lanes: Vec<Lane> = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
+        // Each fetch (the request, its retries and the parsing of the answer) is a task of its own, so
+        // that parsing runs on another core while this task drives the write; dropping the set (an
+        // early return) stops them.
+        let mut in_flight = JoinSet::new();
+        let fetcher = self.fetcher(spec, run);
         let mut ready: HashMap<Slot, Result<Option<Page>, PollError>> = HashMap::new();
         let mut discarded: HashSet<Slot> = HashSet::new();
         // The page to write next: lane `lane`, its `index`-th confirmed token.
@@ -530,10 +535,14 @@ impl AccountPoller {
                     self.account.page_size,
                     run.changed_since,
                 );
-                in_flight.push(async move {
-                    let page = self.fetch(spec, run.run_id, &request, run.shutdown).await;
-                    (slot, page)
-                });
+                let fetcher = fetcher.clone();
+                in_flight.spawn(
+                    async move {
+                        let page = fetcher.fetch(&request).await;
+                        (slot, page)
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
             if lane == lanes.len() {
                 // Every lane is written and none is left to plan.
@@ -544,8 +553,11 @@ impl AccountPoller {
                 token: token.clone(),
             });
             let Some(result) = next.and_then(|slot| ready.remove(&slot)) else {
-                match in_flight.next().await {
-                    Some((done, result)) => {
+                match in_flight.join_next().await {
+                    Some(joined) => {
+                        let Some((done, result)) = fetched(joined) else {
+                            return Ok(false);
+                        };
                         arrived(&mut lanes, &mut ready, &mut discarded, done, result)
                     }
                     None => unreachable!("the page to write next is always requested"),
@@ -573,7 +585,10 @@ impl AccountPoller {
                             written?;
                             break;
                         }
-                        Some((done, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                        Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                            let Some((done, result)) = fetched(joined) else {
+                                return Ok(false);
+                            };
                             arrived(&mut lanes, &mut ready, &mut discarded, done, result);
                         }
                     }
@@ -637,61 +652,18 @@ impl AccountPoller {
         })
     }
 
-    /// Fetches a page, retrying transient failures. `Ok(None)` when shutdown interrupted it.
-    async fn fetch(
-        &self,
-        spec: &StreamSpec,
-        run_id: i64,
-        request: &PageRequest,
-        shutdown: &CancellationToken,
-    ) -> Result<Option<Page>, PollError> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.settings.min_backoff)
-            .with_max_delay(self.settings.max_backoff)
-            .with_max_times(self.settings.max_retries)
-            .with_jitter();
-        let attempt = || self.marketplace.fetch_page(spec.name, request);
-        let retrying = attempt
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e: &MarketplaceError| matches!(e.disposition(), Disposition::Retry { .. }))
-            .adjust(|e: &MarketplaceError, delay| match e.disposition() {
-                Disposition::Retry {
-                    retry_after: Some(after),
-                } => Some(delay.map_or(after, |d| d.max(after))),
-                _ => delay,
-            })
-            .notify(|e: &MarketplaceError, delay| {
-                metrics::poll_retry(&self.account.name, self.account.marketplace, spec.name);
-                tracing::warn!(stream = spec.name, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure; retrying");
-            });
-        let result = tokio::select! {
-            result = retrying => result,
-            () = shutdown.cancelled() => return Ok(None),
-        };
-        match result {
-            Ok(page) => Ok(Some(page)),
-            Err(error) => {
-                if let MarketplaceError::Malformed { what, raw_body, .. } = &error
-                    && let Err(e) = runs::record_payload_error(
-                        &self.pool,
-                        self.account_id,
-                        spec.name,
-                        Some(run_id),
-                        what,
-                        &error.to_string(),
-                        raw_body,
-                    )
-                    .await
-                {
-                    tracing::error!(error = %e, "could not record the malformed payload");
-                }
-                Err(PollError::Marketplace {
-                    account: self.account.name.clone(),
-                    stream: spec.name.to_owned(),
-                    source: error,
-                })
-            }
+    /// What the fetches of `run` need, owned.
+    fn fetcher(&self, spec: &StreamSpec, run: &LaneRun<'_>) -> PageFetcher {
+        PageFetcher {
+            marketplace: self.marketplace.clone(),
+            pool: self.pool.clone(),
+            account_id: self.account_id,
+            account: self.account.name.clone(),
+            kind: self.account.marketplace,
+            stream: spec.name,
+            run_id: run.run_id,
+            settings: self.settings.clone(),
+            shutdown: run.shutdown.clone(),
         }
     }
 
@@ -756,6 +728,86 @@ struct LaneRun<'a> {
     changed_since: Option<DateTime<Utc>>,
     shutdown: &'a CancellationToken,
     progress: &'a dyn Progress,
+}
+
+/// What fetching a page of a run needs, owned, so that each fetch can be a task of its own.
+#[derive(Clone)]
+struct PageFetcher {
+    marketplace: Arc<dyn Marketplace>,
+    pool: PgPool,
+    account_id: i64,
+    account: String,
+    kind: MarketplaceKind,
+    stream: &'static str,
+    run_id: i64,
+    settings: PollSettings,
+    shutdown: CancellationToken,
+}
+
+impl PageFetcher {
+    /// Fetches a page, retrying transient failures. `Ok(None)` when shutdown interrupted it. A malformed
+    /// answer is recorded with its raw body before the error is returned.
+    async fn fetch(&self, request: &PageRequest) -> Result<Option<Page>, PollError> {
+        let stream = self.stream;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.min_backoff)
+            .with_max_delay(self.settings.max_backoff)
+            .with_max_times(self.settings.max_retries)
+            .with_jitter();
+        let attempt = || self.marketplace.fetch_page(stream, request);
+        let retrying = attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e: &MarketplaceError| matches!(e.disposition(), Disposition::Retry { .. }))
+            .adjust(|e: &MarketplaceError, delay| match e.disposition() {
+                Disposition::Retry {
+                    retry_after: Some(after),
+                } => Some(delay.map_or(after, |d| d.max(after))),
+                _ => delay,
+            })
+            .notify(|e: &MarketplaceError, delay| {
+                metrics::poll_retry(&self.account, self.kind, stream);
+                tracing::warn!(stream, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure; retrying");
+            });
+        let result = tokio::select! {
+            result = retrying => result,
+            () = self.shutdown.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(page) => Ok(Some(page)),
+            Err(error) => {
+                if let MarketplaceError::Malformed { what, raw_body, .. } = &error
+                    && let Err(e) = runs::record_payload_error(
+                        &self.pool,
+                        self.account_id,
+                        stream,
+                        Some(self.run_id),
+                        what,
+                        &error.to_string(),
+                        raw_body,
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "could not record the malformed payload");
+                }
+                Err(PollError::Marketplace {
+                    account: self.account.clone(),
+                    stream: stream.to_owned(),
+                    source: error,
+                })
+            }
+        }
+    }
+}
+
+/// A fetch task's result; `None` when the runtime cancelled it (it is shutting down). A panic in the
+/// task is resumed here, as if the fetch had run in the run's own task.
+fn fetched<T>(joined: Result<T, tokio::task::JoinError>) -> Option<T> {
+    match joined {
+        Ok(result) => Some(result),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
 }
 
 /// One page request of a run: the lane it belongs to and its page token.
