@@ -325,3 +325,61 @@ async fn a_write_stopped_midway_leaves_no_transaction_open() {
     }
     pool.close().await;
 }
+
+/// Where a re-read of open orders starts: the earliest placement time or first window of the orders that
+/// are not final; final orders and orders with neither date do not count.
+#[tokio::test]
+async fn open_orders_start_is_the_earliest_open_order() {
+    let (db, account) = setup().await;
+    let at = |day: u32| Utc.with_ymd_and_hms(2026, 10, day, 0, 0, 0).unwrap();
+    let placed = |id: &str, state: OrderState, day: Option<u32>| Order {
+        placed_at: day.map(at),
+        ..order(id, state, "s")
+    };
+    let start = || async {
+        store::orders::open_orders_start(&db.pool, account)
+            .await
+            .unwrap()
+    };
+    assert_eq!(start().await, None, "no orders");
+
+    // A final order, however old, and an open order with no date do not count.
+    let early = [
+        placed("final", OrderState::Completed, Some(1)),
+        placed("undated", OrderState::Approved, None),
+    ];
+    write_page(&db.pool, page(account, &early, None))
+        .await
+        .unwrap();
+    assert_eq!(start().await, None);
+
+    // An open order first returned by a window that starts before its placement counts from the window.
+    let windowed = [placed("windowed", OrderState::Approved, Some(20))];
+    write_page(
+        &db.pool,
+        PageWrite {
+            window_from: Some(at(15)),
+            ..page(account, &windowed, None)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(start().await, Some(at(15)));
+
+    let older = [placed("older", OrderState::Shipped, Some(10))];
+    write_page(&db.pool, page(account, &older, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        start().await,
+        Some(at(10)),
+        "the earliest of all open states"
+    );
+
+    // Once that order is final, the next earliest open one is where a re-read starts.
+    let delivered = [placed("older", OrderState::Completed, Some(10))];
+    write_page(&db.pool, page(account, &delivered, None))
+        .await
+        .unwrap();
+    assert_eq!(start().await, Some(at(15)));
+}

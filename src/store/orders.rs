@@ -482,10 +482,11 @@ async fn record_unknown_values(
 }
 
 /// The names of the final states, as [`OrderState::is_final`] defines them.
-fn final_states() -> Vec<&'static str> {
+/// The canonical states that are final (`true`) or open (`false`), as stored.
+fn states(final_: bool) -> Vec<&'static str> {
     OrderState::ALL
         .into_iter()
-        .filter(|s| s.is_final())
+        .filter(|s| s.is_final() == final_)
         .map(OrderState::as_str)
         .collect()
 }
@@ -501,7 +502,7 @@ pub async fn open_order_ids(
          order by placed_at nulls first, id",
     )
     .bind(account_id)
-    .bind(final_states())
+    .bind(states(true))
     .fetch_all(db)
     .await
 }
@@ -512,12 +513,18 @@ pub async fn open_orders_start(
     db: impl PgExecutor<'_>,
     account_id: i64,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    // The earliest of each open state, read from the start of `orders_account_state_start_idx`
+    // (ascending, nulls last, so the first row has a start whenever one of the state's orders has).
     sqlx::query_scalar(
-        "select min(least(placed_at, first_window_from)) from orders
-         where account_id = $1 and state <> all($2)",
+        "select min(earliest.start) from unnest($2::text[]) as open(state)
+         cross join lateral (
+            select least(placed_at, first_window_from) as start from orders
+            where account_id = $1 and orders.state = open.state
+            order by least(placed_at, first_window_from) limit 1
+         ) as earliest",
     )
     .bind(account_id)
-    .bind(final_states())
+    .bind(states(false))
     .fetch_one(db)
     .await
 }
