@@ -483,10 +483,10 @@ async fn record_unknown_values(
 
 /// The names of the final states, as [`OrderState::is_final`] defines them.
 /// The canonical states that are final (`true`) or open (`false`), as stored.
-fn states(final_: bool) -> Vec<&'static str> {
+fn states(is_final: bool) -> Vec<&'static str> {
     OrderState::ALL
         .into_iter()
-        .filter(|s| s.is_final() == final_)
+        .filter(|s| s.is_final() == is_final)
         .map(OrderState::as_str)
         .collect()
 }

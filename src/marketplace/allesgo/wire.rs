@@ -91,23 +91,15 @@ pub(super) fn parse_orders(
     statuses: &Statuses,
     redactor: &Redactor,
 ) -> Result<Vec<Order>, Problem> {
-    let data = envelope(body)?;
-    let orders: Vec<Value> = match data {
-        Json::Array(orders) => {
-            // One order's value tree at a time: an unpaginated answer may hold thousands.
-            return orders
+    let orders: Box<dyn Iterator<Item = Result<Value, String>> + '_> = match envelope(body)? {
+        // One order's value tree at a time: an unpaginated answer may hold thousands.
+        Json::Array(orders) => Box::new(
+            orders
                 .into_iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let order = |e: String| Problem::Malformed(format!("order #{}: {e}", i + 1));
-                    let raw: Value =
-                        serde_json::from_str(text.get()).map_err(|e| order(e.to_string()))?;
-                    convert_scrubbed(raw, statuses, redactor).map_err(order)
-                })
-                .collect();
-        }
-        Json::Other(Value::Null) => Vec::new(),
-        Json::Other(order @ Value::Object(_)) => vec![order],
+                .map(|text| serde_json::from_str(text.get()).map_err(|e| e.to_string())),
+        ),
+        Json::Other(Value::Null) => Box::new(std::iter::empty()),
+        Json::Other(order @ Value::Object(_)) => Box::new(std::iter::once(Ok(order))),
         Json::Other(other) => {
             return Err(Problem::Malformed(format!(
                 "`data` is a {}, expected orders",
@@ -116,22 +108,15 @@ pub(super) fn parse_orders(
         }
     };
     orders
-        .into_iter()
         .enumerate()
         .map(|(i, raw)| {
-            convert_scrubbed(raw, statuses, redactor)
-                .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
+            raw.and_then(|mut raw| {
+                scrub(&mut raw, redactor, &["access_token"]);
+                convert_order(raw, statuses)
+            })
+            .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
         })
         .collect()
-}
-
-fn convert_scrubbed(
-    mut raw: Value,
-    statuses: &Statuses,
-    redactor: &Redactor,
-) -> Result<Order, String> {
-    scrub(&mut raw, redactor, &["access_token"]);
-    convert_order(raw, statuses)
 }
 
 /// The catalogue of a `GET /v1.0/order/status-codes` response.
