@@ -55,9 +55,11 @@ struct FakeState {
     sends: usize,
     in_flight_keys: HashMap<String, usize>,
     in_flight_orders: HashMap<String, usize>,
-    /// The most sends of one transition, and of one order, in flight at once.
+    /// The most sends of one transition, of one order, and of any, in flight at once.
     max_same_key: usize,
     max_same_order: usize,
+    in_flight: usize,
+    max_in_flight: usize,
     cancelled_orders: Vec<String>,
 }
 
@@ -69,6 +71,8 @@ struct Fake {
     applied_signal: Notify,
     /// Raised on every read of an order (a worker reads the order after each success).
     read_signal: Notify,
+    /// Raised when a send has been answered.
+    answered_signal: Notify,
 }
 
 impl Fake {
@@ -180,6 +184,8 @@ impl Marketplace for Fake {
             };
             s.max_same_key = s.max_same_key.max(same_key);
             s.max_same_order = s.max_same_order.max(same_order);
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
             s.script.pop_front()
         };
         // Let other workers run while this send is "on the wire".
@@ -195,6 +201,7 @@ impl Marketplace for Fake {
             let mut s = fake.state.lock().unwrap();
             *s.in_flight_keys.get_mut(&key).unwrap() -= 1;
             *s.in_flight_orders.get_mut(&order).unwrap() -= 1;
+            s.in_flight -= 1;
         };
         let what = format!("POST /step/{order}?token={SECRET}");
         let result = match script {
@@ -236,6 +243,7 @@ impl Marketplace for Fake {
             }
         };
         done(self);
+        self.answered_signal.notify_one();
         result
     }
 
@@ -400,6 +408,128 @@ async fn transitions_run_in_order_per_order_and_once_with_many_workers() {
         state.max_same_order, 1,
         "two transitions of one order were in flight at once"
     );
+}
+
+#[tokio::test]
+async fn the_running_worker_records_successes_in_groups_and_sends_within_its_concurrency() {
+    let s = setup().await;
+    let orders: Vec<String> = (0..40).map(|i| format!("O{i}")).collect();
+    for n in 0..3 {
+        for order in &orders {
+            s.enqueue(order, n, 10).await.unwrap();
+        }
+    }
+    let worker = Arc::new(s.worker(
+        "w",
+        OutboxSettings {
+            concurrency: 2,
+            ..fast()
+        },
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
+    // Each answered send raises the signal; the timeout only keeps a broken worker from hanging the test.
+    while s.fake.sends() < 120 {
+        tokio::time::timeout(Duration::from_secs(30), s.fake.answered_signal.notified())
+            .await
+            .expect("the worker stopped sending");
+    }
+    // Shutdown lets the transitions in flight finish: their successes are recorded.
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let (succeeded, commits, attempts): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct xmin::text),
+            (select count(*) from outbox_attempts where action = 'send' and outcome = 'succeeded')
+         from outbox where state = 'succeeded'",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(succeeded, 120);
+    assert_eq!(attempts, 120, "one attempt row per transition");
+    assert!(
+        commits < succeeded,
+        "successes were recorded one commit each ({commits} commits)"
+    );
+    for order in &orders {
+        let expected: Vec<String> = (0..3).map(|n| format!("{order}-{n}")).collect();
+        assert_eq!(s.fake.applied(order), expected, "order {order}");
+    }
+    let state = s.fake.state.lock().unwrap();
+    assert_eq!(state.sends, 120, "a transition was sent twice");
+    assert!(
+        state.max_in_flight <= 2,
+        "{} sends at once with a concurrency of 2",
+        state.max_in_flight
+    );
+    assert_eq!(
+        state.max_same_order, 1,
+        "two transitions of one order were in flight at once"
+    );
+}
+
+#[tokio::test]
+async fn claims_not_yet_sent_are_given_back_unspent_at_shutdown() {
+    let s = setup().await;
+    let mut ids = Vec::new();
+    for order in ["A", "B", "C", "D", "E", "F"] {
+        ids.push(s.enqueue(order, 1, 10).await.unwrap().id);
+    }
+    // The first send takes effect and never answers; the other claims wait for the only slot.
+    s.fake.script([Script::ApplyAndHang]);
+    let worker = Arc::new(s.worker(
+        "w",
+        OutboxSettings {
+            concurrency: 1,
+            shutdown_grace: Duration::from_millis(100),
+            ..fast()
+        },
+    ));
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
+    tokio::time::timeout(Duration::from_secs(30), s.fake.applied_signal.notified())
+        .await
+        .expect("the worker sent nothing");
+    let claimed: i64 = sqlx::query_scalar("select count(*) from outbox where state = 'running'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 6, "the worker claims ahead of its slots");
+    shutdown.cancel();
+    running.await.unwrap();
+
+    assert_eq!(s.fake.sends(), 1, "nothing is sent once shutdown began");
+    let mut hung = None;
+    for &id in &ids {
+        if row(&s.db.pool, id).await.state == "unknown" {
+            assert!(hung.is_none(), "one send was in flight");
+            hung = Some(id);
+        }
+    }
+    // The send in flight at the deadline is to be read back.
+    let hung = hung.expect("the hung send's claim was released as unknown");
+    for &id in ids.iter().filter(|&&id| id != hung) {
+        let r = row(&s.db.pool, id).await;
+        assert_eq!(
+            (r.state.as_str(), r.attempts, r.lease_owner.is_none()),
+            ("pending", 0, true),
+            "transition {id} given back as it was"
+        );
+        assert!(r.next_attempt_at.is_some_and(|at| at <= chrono::Utc::now()));
+    }
+
+    // A fresh worker reads the hung one back (it took effect) and sends the others once each.
+    let worker = s.worker("w2", fast());
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = worker.run_once().await.unwrap() {
+        outcomes.push(outcome);
+    }
+    assert!(outcomes.contains(&Outcome::Confirmed { id: hung }));
+    assert_eq!(s.fake.sends(), 6);
+    for order in ["A", "B", "C", "D", "E", "F"] {
+        assert_eq!(s.fake.applied(order), vec![format!("{order}-1")]);
+    }
 }
 
 #[tokio::test]

@@ -82,7 +82,7 @@ pub struct LogSettings {
 /// The outbox worker's tuning (`[outbox]`); the same for every account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxConfig {
-    /// Transitions of one account in flight at once (they share the account's rate limit with its poller).
+    /// Transitions of one account sent at once (they share the account's rate limit with its poller).
     pub concurrency: usize,
     /// How long a claim lasts; it is renewed before every request, and a worker that dies loses its
     /// claims after this.

@@ -41,6 +41,10 @@ pub enum OutboxError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A send succeeded but its success could not be recorded; the claim expires and the order is read
+    /// back before anything is sent again.
+    #[error("the success of transition {id} could not be recorded: {reason}")]
+    Unrecorded { id: i64, reason: String },
 }
 
 impl From<sqlx::Error> for OutboxError {
@@ -61,7 +65,8 @@ pub struct OutboxSettings {
     /// How long a claim lasts; it is renewed before every request. A worker that dies loses its claims
     /// after this.
     pub lease_ttl: Duration,
-    /// Transitions of one account in flight at once (they share the account's rate limit with its poller).
+    /// Transitions of one account talking to the marketplace at once (they share the account's rate limit
+    /// with its poller); the running worker claims up to [`worker::CLAIMS_PER_SLOT`] times as many.
     pub concurrency: usize,
     /// How often the worker looks for due work when no notification arrives.
     pub poll_interval: Duration,

@@ -6,6 +6,12 @@
 //! the worker step by step; [`OutboxWorker::run`] is the daemon's loop around the same steps, woken by
 //! `LISTEN ordersync_outbox` ([`listen`]) with a polling fallback.
 //!
+//! Throughput: `run` keeps up to [`CLAIMS_PER_SLOT`] claims per slot of the account's concurrency, so a
+//! claim query serves many transitions; only `concurrency` of them send (or read back) at once (a
+//! semaphore; the re-read of an order after its success takes no slot). Successes are recorded by group
+//! commit ([`SuccessLog`]): a send that succeeded leaves its slot to the next transition and joins the
+//! queue of successes that one statement records together.
+//!
 //! What a claim ends in:
 //! - success → `succeeded`; the order is read again and stored.
 //! - transient failure (connect, timeout before sending, 5xx, 429) → `pending` after a backoff, or `dead`
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -35,7 +41,11 @@ use crate::http::Redactor;
 use crate::marketplace::{Marketplace, MarketplaceError, Transition};
 use crate::ops::metrics;
 use crate::store::orders::{self, PageWrite};
-use crate::store::outbox::{self as store_outbox, Attempt, Claimed, Resolution};
+use crate::store::outbox::{self as store_outbox, Attempt, Claimed, OutboxState, Resolution, Sent};
+
+/// Claims `run` holds per slot of concurrency: enough that a claim query and a group commit serve many
+/// transitions, few enough that claims waiting for a slot stay well inside their lease.
+pub const CLAIMS_PER_SLOT: usize = 16;
 
 /// Asks for the account to be polled soon (the daemon starts a poll run), for orders the adapter cannot
 /// read back one by one.
@@ -62,6 +72,8 @@ pub enum Outcome {
     /// Another worker took the transition over (this worker stalled past its lease); nothing was
     /// recorded by this one.
     LeaseLost { id: i64 },
+    /// Not sent: the worker was stopping. The transition is due again as it was before the claim.
+    GivenBack { id: i64 },
 }
 
 impl Outcome {
@@ -73,7 +85,8 @@ impl Outcome {
             | Outcome::Failed { id, .. }
             | Outcome::Dead { id, .. }
             | Outcome::Unknown { id, .. }
-            | Outcome::LeaseLost { id } => *id,
+            | Outcome::LeaseLost { id }
+            | Outcome::GivenBack { id } => *id,
         }
     }
 }
@@ -97,6 +110,9 @@ pub struct OutboxWorker {
     settings: OutboxSettings,
     redactor: Redactor,
     repoll: Option<RepollHook>,
+    /// `concurrency` permits: held by a transition while it sends or reads back.
+    slots: Semaphore,
+    successes: SuccessLog,
 }
 
 /// Who the worker works for.
@@ -126,9 +142,11 @@ impl OutboxWorker {
             kind: account.kind,
             marketplace: account.marketplace,
             owner,
-            settings,
             redactor: Redactor::new(account.secrets),
             repoll,
+            slots: Semaphore::new(settings.concurrency.max(1)),
+            successes: SuccessLog::default(),
+            settings,
         }
     }
 
@@ -151,22 +169,31 @@ impl OutboxWorker {
         match claimed.into_iter().next() {
             Some(claim) => {
                 let span = self.span(&claim);
-                Ok(Some(self.handle(claim, claimed_at).instrument(span).await?))
+                let never = CancellationToken::new();
+                Ok(Some(
+                    self.handle(claim, claimed_at, &never)
+                        .instrument(span)
+                        .await?,
+                ))
             }
             None => Ok(None),
         }
     }
 
-    /// Runs until `shutdown`: claims due transitions (up to the account's concurrency), handles them
-    /// concurrently, and sleeps until woken by `wake`, the next scheduled attempt or the poll interval.
-    /// At shutdown, in-flight transitions get `shutdown_grace` to finish; claims still held then are
-    /// released (as `unknown`, read back before any resend).
+    /// Runs until `shutdown`: claims due transitions (up to [`CLAIMS_PER_SLOT`] per slot of the
+    /// account's concurrency, topped up when half are done), handles them concurrently with at most
+    /// `concurrency` talking to the marketplace, and sleeps until woken by `wake`, the next scheduled
+    /// attempt or the poll interval. At shutdown, claims not yet sent are given back, transitions being
+    /// sent get `shutdown_grace` to finish, and claims still held then are released (as `unknown`, read
+    /// back before any resend).
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
+        let most = self.settings.concurrency.max(1) * CLAIMS_PER_SLOT;
         loop {
-            let free = self.settings.concurrency.saturating_sub(in_flight.len());
-            let mut saturated = free == 0;
-            if free > 0 && !shutdown.is_cancelled() {
+            // Claim again once half the claims are done, so the slots never wait for a claim query.
+            let free = most.saturating_sub(in_flight.len());
+            let mut saturated = free < most / 2;
+            if !saturated && !shutdown.is_cancelled() {
                 let claimed_at = Instant::now();
                 match store_outbox::claim(
                     &self.pool,
@@ -182,8 +209,9 @@ impl OutboxWorker {
                         for claim in claims {
                             let worker = self.clone();
                             let span = self.span(&claim);
+                            let stop = shutdown.clone();
                             in_flight.spawn(
-                                async move { worker.handle(claim, claimed_at).await }
+                                async move { worker.handle(claim, claimed_at, &stop).await }
                                     .instrument(span),
                             );
                         }
@@ -191,8 +219,8 @@ impl OutboxWorker {
                     Err(e) => tracing::warn!(error = %e, "could not claim outbox transitions"),
                 }
             }
-            // When every slot is taken, only a finished transition (or shutdown) matters: more work is
-            // probably due, and the wake-up and timer branches below are off.
+            // While enough claims are held, only a finished transition (or shutdown) matters: more work
+            // is probably due, and the wake-up and timer branches below are off.
             let idle = if saturated {
                 self.settings.poll_interval
             } else {
@@ -203,7 +231,7 @@ impl OutboxWorker {
                 () = wake.notified(), if !saturated => {}
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     log_joined(joined);
-                    // Every transition finished by now frees its slot, so that one claim fills them all.
+                    // Every transition finished by now frees its claim, so that one claim query refills.
                     while let Some(joined) = in_flight.try_join_next() {
                         log_joined(joined);
                     }
@@ -268,9 +296,20 @@ impl OutboxWorker {
         }
     }
 
-    /// Handles one claim to its end.
-    async fn handle(&self, claim: Claimed, claimed_at: Instant) -> Result<Outcome, OutboxError> {
+    /// Handles one claim to its end: waits for a slot (or gives the claim back unsent when `stop` comes
+    /// first), then validates, reads back and sends as the claim needs.
+    async fn handle(
+        &self,
+        claim: Claimed,
+        claimed_at: Instant,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, OutboxError> {
         let id = claim.id;
+        let slot = tokio::select! {
+            biased;
+            () = stop.cancelled() => return self.give_back(&claim).await,
+            slot = self.slot() => slot,
+        };
         let args = match &claim.args {
             serde_json::Value::Object(map) => map.clone(),
             // The table's check constraint makes this unreachable; fail the row rather than trust it.
@@ -329,14 +368,41 @@ impl OutboxWorker {
                 ReadBack::Undecided(outcome) => return Ok(outcome),
             }
         }
-        self.send(&claim, claimed_at, &transition).await
+        self.send(&claim, claimed_at, &transition, slot).await
     }
 
+    /// A slot to send or read back in.
+    async fn slot(&self) -> SemaphorePermit<'_> {
+        self.slots
+            .acquire()
+            .await
+            .expect("the worker never closes its semaphore")
+    }
+
+    /// Returns an unsent claim at shutdown.
+    async fn give_back(&self, claim: &Claimed) -> Result<Outcome, OutboxError> {
+        // A claim taken over from a dead worker may have been sent by it: it stays one to read back.
+        let state = if claim.previous_state == "pending" {
+            OutboxState::Pending
+        } else {
+            OutboxState::Unknown
+        };
+        Ok(
+            if store_outbox::give_back(&self.pool, claim.id, claim.fence, state).await? {
+                Outcome::GivenBack { id: claim.id }
+            } else {
+                Outcome::LeaseLost { id: claim.id }
+            },
+        )
+    }
+
+    /// Sends the transition in `slot`, which is left as soon as the marketplace has answered.
     async fn send(
         &self,
         claim: &Claimed,
         claimed_at: Instant,
         transition: &Transition,
+        slot: SemaphorePermit<'_>,
     ) -> Result<Outcome, OutboxError> {
         let id = claim.id;
         // A claim younger than half its lease holds at least that half still: only an older one is
@@ -366,20 +432,23 @@ impl OutboxWorker {
         };
         let error = match result {
             Ok(applied) => {
-                let summary = self.redactor.redact(&applied.request_summary);
-                let excerpt = self.redactor.redact(&applied.response_excerpt);
+                drop(slot);
                 tracing::info!(
                     http_status = applied.http_status,
                     "transition sent and accepted"
                 );
-                let sent = Attempt {
-                    request_summary: Some(&summary),
-                    http_status: Some(applied.http_status),
-                    response_excerpt: Some(&excerpt),
-                    ..attempt("send", "succeeded")
+                let sent = Sent {
+                    outbox_id: id,
+                    attempt: claim.attempts,
+                    fence: claim.fence,
+                    request_summary: self.redactor.redact(&applied.request_summary),
+                    http_status: applied.http_status,
+                    response_excerpt: self.redactor.redact(&applied.response_excerpt),
+                    started_at,
+                    duration,
                 };
-                let succeeded = store_outbox::succeed(&self.pool, &sent).await?;
-                metrics::outbox_attempt(&self.account, self.kind, sent.action, sent.outcome);
+                let succeeded = self.successes.record(&self.pool, &self.owner, sent).await?;
+                metrics::outbox_attempt(&self.account, self.kind, "send", "succeeded");
                 return Ok(match succeeded {
                     None => {
                         tracing::warn!(
@@ -668,6 +737,8 @@ impl OutboxWorker {
 
     /// Re-reads an order after a transition succeeded, so the database shows the marketplace's new state;
     /// asks for a poll of the account when the adapter cannot read one order.
+    /// The read takes no slot: slots bound the sends, and a read changes nothing (the HTTP client's rate
+    /// limit still applies).
     async fn refresh(&self, external_id: &str) {
         match self.marketplace.fetch_order(external_id).await {
             Ok(Some(order)) => self.store_order(&order).await,
@@ -694,6 +765,74 @@ impl OutboxWorker {
         };
         if let Err(e) = orders::write_page(&self.pool, page).await {
             tracing::warn!(error = %e, "could not store the order read back; the next poll will");
+        }
+    }
+}
+
+/// What recording a success answers: see [`SuccessLog::record`]; `Err` holds why it was not recorded.
+type Recorded = Result<Option<bool>, String>;
+
+/// Successful sends waiting to be recorded. Whichever waiting transition gets the turn records every
+/// success queued by then in one statement (group commit); the others wait for its answer. A busy worker
+/// so commits once per batch, and the batch grows with the time a commit takes.
+#[derive(Default)]
+struct SuccessLog {
+    queue: std::sync::Mutex<Vec<(Sent, oneshot::Sender<Recorded>)>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl SuccessLog {
+    /// Records `sent` with the others queued meanwhile: `None` when the claim was lost, else whether a
+    /// later transition of the order is still to run (see [`store_outbox::succeed_all`]).
+    async fn record(
+        &self,
+        pool: &PgPool,
+        worker: &str,
+        sent: Sent,
+    ) -> Result<Option<bool>, OutboxError> {
+        let id = sent.outbox_id;
+        let (reply, mut answer) = oneshot::channel();
+        self.queue
+            .lock()
+            .expect("the success queue is never poisoned")
+            .push((sent, reply));
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    let answer = answer.unwrap_or_else(|_| {
+                        Err("the transition recording it was stopped".to_owned())
+                    });
+                    return answer.map_err(|reason| OutboxError::Unrecorded { id, reason });
+                }
+                _turn = self.turn.lock() => {
+                    // Empty: an earlier turn took this success, and its answer is already sent.
+                    let batch = std::mem::take(
+                        &mut *self.queue.lock().expect("the success queue is never poisoned"),
+                    );
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let (sent, replies): (Vec<Sent>, Vec<_>) = batch.into_iter().unzip();
+                    match store_outbox::succeed_all(pool, worker, &sent).await {
+                        Ok(recorded) => {
+                            for (sent, reply) in sent.iter().zip(replies) {
+                                let answer = recorded.get(&sent.outbox_id).copied().ok_or_else(|| {
+                                    "the database did not answer for it".to_owned()
+                                });
+                                // A waiter that is gone (stopped at shutdown) needs no answer.
+                                let _ = reply.send(answer);
+                            }
+                        }
+                        Err(e) => {
+                            let reason = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(reason.clone()));
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
