@@ -634,12 +634,16 @@ async fn bench_outbox(databases: &Databases, transitions: usize) {
         let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let open: i64 =
-                sqlx::query_scalar("select count(*) from outbox where state <> 'succeeded'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            if open == 0 {
+            // Through the index of live states: a count of every row would cost the worker's
+            // PostgreSQL a scan of the table ten times a second.
+            let open: bool = sqlx::query_scalar(
+                "select exists (select 1 from outbox
+                    where state in ('pending', 'running', 'failed', 'dead', 'unknown'))",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if !open {
                 break;
             }
         }
