@@ -523,31 +523,15 @@ impl AccountPoller {
             if run.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            // Plan lanes and send requests while there is room, and always for the page to write next.
-            while (in_flight.len() + ready.len() < FETCH_AHEAD
-                && (in_flight.len() + ready.len() + 1) * orders_per_page(&lanes)
-                    <= FETCH_AHEAD_ORDERS)
-                || lanes
-                    .get(lane)
-                    .is_none_or(|l| l.requested_confirmed <= index)
-            {
-                let Some(slot) = self.next_slot(spec, &mut planner, &mut lanes, lane) else {
-                    break;
-                };
-                let request = lanes[slot.lane].request(
-                    slot.token.clone(),
-                    self.account.page_size,
-                    run.changed_since,
-                );
-                let fetcher = fetcher.clone();
-                in_flight.spawn(
-                    async move {
-                        let page = fetcher.fetch(&request).await;
-                        (slot, page)
-                    }
-                    .instrument(tracing::Span::current()),
-                );
-            }
+            self.request_ahead(
+                run,
+                &mut planner,
+                &mut lanes,
+                &mut in_flight,
+                ready.len(),
+                &fetcher,
+                (lane, index),
+            );
             if lane == lanes.len() {
                 // Every lane is written and none is left to plan.
                 return Ok(true);
@@ -571,7 +555,7 @@ impl AccountPoller {
             let Some(page) = result? else {
                 return Ok(false);
             };
-            let group = coalesce(&lanes, &mut ready, (lane, index), page);
+            let (group, after) = coalesce(&lanes, &mut ready, (lane, index), page);
             // The checkpoint of the last lane that ends within the group: everything before it is
             // written in this write or was committed before.
             let checkpoint = group
@@ -585,7 +569,17 @@ impl AccountPoller {
                 .iter()
                 .map(|(l, page)| (page, lanes[*l].window.then_some(lanes[*l].from)))
                 .collect();
-            // Pages keep arriving (and are parsed) while these are written.
+            // The pages taken out make room for requests, which go out now rather than after the write;
+            // pages keep arriving (and are parsed) while these are written.
+            self.request_ahead(
+                run,
+                &mut planner,
+                &mut lanes,
+                &mut in_flight,
+                ready.len(),
+                &fetcher,
+                after,
+            );
             {
                 let write = self.write(spec, run.lease, &pages, checkpoint, totals);
                 tokio::pin!(write);
@@ -614,8 +608,46 @@ impl AccountPoller {
                 };
                 run.progress
                     .page_written(spec.name, from, position.min(to), to, totals);
-                (lane, index) = following((lane, index), page);
             }
+            (lane, index) = after;
+        }
+    }
+
+    /// Plans lanes and sends requests while there is room (counting those in flight and the `waiting`
+    /// pages fetched but not written), and always for the page to write next, `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn request_ahead(
+        &self,
+        run: &LaneRun<'_>,
+        planner: &mut LanePlanner,
+        lanes: &mut Vec<Lane>,
+        in_flight: &mut JoinSet<(Slot, Result<Option<Page>, PollError>)>,
+        waiting: usize,
+        fetcher: &PageFetcher,
+        (lane, index): (usize, usize),
+    ) {
+        while (in_flight.len() + waiting < FETCH_AHEAD
+            && (in_flight.len() + waiting + 1) * orders_per_page(lanes) <= FETCH_AHEAD_ORDERS)
+            || lanes
+                .get(lane)
+                .is_none_or(|l| l.requested_confirmed <= index)
+        {
+            let Some(slot) = self.next_slot(run.spec, planner, lanes, lane) else {
+                break;
+            };
+            let request = lanes[slot.lane].request(
+                slot.token.clone(),
+                self.account.page_size,
+                run.changed_since,
+            );
+            let fetcher = fetcher.clone();
+            in_flight.spawn(
+                async move {
+                    let page = fetcher.fetch(&request).await;
+                    (slot, page)
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
     }
 
@@ -976,13 +1008,13 @@ impl LanePlanner {
 /// The page to write next (lane and index) and the pages after it, in write order, that are ready to
 /// be written with it: a run of fetched pages up to [`WRITE_BATCH_ORDERS`] orders (a single page may hold
 /// more), ending before the first page that is not in, failed or was interrupted, which the caller
-/// meets next on its own.
+/// meets next on its own. Returns the pages with their lanes, and where the page after them is.
 fn coalesce(
     lanes: &[Lane],
     ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
     mut at: (usize, usize),
     first: Page,
-) -> Vec<(usize, Page)> {
+) -> (Vec<(usize, Page)>, (usize, usize)) {
     let mut orders = first.orders.len();
     let mut group = Vec::new();
     let mut page = first;
@@ -996,7 +1028,7 @@ fn coalesce(
                 token: token.clone(),
             })
         }) else {
-            return group;
+            return (group, at);
         };
         match ready.remove(&slot) {
             Some(Ok(Some(next))) if orders + next.orders.len() <= WRITE_BATCH_ORDERS => {
@@ -1005,9 +1037,9 @@ fn coalesce(
             }
             Some(other) => {
                 ready.insert(slot, other);
-                return group;
+                return (group, at);
             }
-            None => return group,
+            None => return (group, at),
         }
     }
 }
