@@ -28,7 +28,7 @@ use crate::marketplace::{
 };
 use crate::ops::metrics;
 use crate::store::leases::{self, Lease};
-use crate::store::orders::{self, PageWrite};
+use crate::store::orders::{self, PageOrders, PagesWrite};
 use crate::store::runs::{self, RunOutcome, RunTotals};
 use crate::store::{self, StoreError};
 
@@ -39,9 +39,11 @@ pub const FETCH_AHEAD: usize = 8;
 /// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
 const FETCH_AHEAD_ORDERS: usize = 1_000;
 
-/// The most orders one write transaction holds. A larger page (an API without pagination answers with a
-/// whole window) is written in parts of this size, the checkpoint with the last, so that the bound
-/// arrays and the statement buffer of a write stay small whatever the page.
+/// The most orders one write transaction holds. Pages fetched ahead that are ready when their turn comes
+/// are written together up to this many, so that a run spends one transaction on several small pages; a
+/// larger page (an API without pagination answers with a whole window) is written in parts of this
+/// size, the checkpoint with the last, so that the bound arrays and the statement buffer of a write stay
+/// small whatever the page.
 const WRITE_BATCH_ORDERS: usize = 1_000;
 
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
@@ -459,15 +461,15 @@ impl AccountPoller {
             })?;
         if ids.is_empty() {
             if mode == RunMode::Live {
+                let nothing = Page {
+                    orders: Vec::new(),
+                    next: None,
+                    requests: 0,
+                };
                 self.write(
                     spec,
                     lease,
-                    &Page {
-                        orders: Vec::new(),
-                        next: None,
-                        requests: 0,
-                    },
-                    None,
+                    &[(&nothing, None)],
                     Some((spec.name, to)),
                     totals,
                 )
@@ -493,11 +495,13 @@ impl AccountPoller {
 
     /// Fetches the pages of a run's lanes (windows or batches of ids) with up to [`FETCH_AHEAD`]
     /// requests in flight, and writes them strictly in order: a lane's pages in token order, lanes one
-    /// after the other, so each checkpoint is written only after everything before it. Requests go out
-    /// ahead of the writes for pages that are certainly needed (the next lanes' first pages, a page a
-    /// fetched page named as next) and, where the marketplace's page tokens are predictable
-    /// ([`Marketplace::page_after`]), for the following pages of a lane known to have more than one;
-    /// such a page turns out useless only past the lane's end, and is then dropped unread.
+    /// after the other, so each checkpoint is written only after everything before it. The pages that
+    /// are ready when their turn comes go into one write ([`coalesce`]), with the checkpoint of the last
+    /// lane they complete. Requests go out ahead of the writes for pages that are certainly needed (the
+    /// next lanes' first pages, a page a fetched page named as next) and, where the marketplace's page
+    /// tokens are predictable ([`Marketplace::page_after`]), for the following pages of a lane known to
+    /// have more than one; such a page turns out useless only past the lane's end, and is then dropped
+    /// unread.
     async fn run_lanes(
         &self,
         run: &LaneRun<'_>,
@@ -519,31 +523,15 @@ impl AccountPoller {
             if run.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            // Plan lanes and send requests while there is room, and always for the page to write next.
-            while (in_flight.len() + ready.len() < FETCH_AHEAD
-                && (in_flight.len() + ready.len() + 1) * orders_per_page(&lanes)
-                    <= FETCH_AHEAD_ORDERS)
-                || lanes
-                    .get(lane)
-                    .is_none_or(|l| l.requested_confirmed <= index)
-            {
-                let Some(slot) = self.next_slot(spec, &mut planner, &mut lanes, lane) else {
-                    break;
-                };
-                let request = lanes[slot.lane].request(
-                    slot.token.clone(),
-                    self.account.page_size,
-                    run.changed_since,
-                );
-                let fetcher = fetcher.clone();
-                in_flight.spawn(
-                    async move {
-                        let page = fetcher.fetch(&request).await;
-                        (slot, page)
-                    }
-                    .instrument(tracing::Span::current()),
-                );
-            }
+            self.request_ahead(
+                run,
+                &mut planner,
+                &mut lanes,
+                &mut in_flight,
+                ready.len(),
+                &fetcher,
+                (lane, index),
+            );
             if lane == lanes.len() {
                 // Every lane is written and none is left to plan.
                 return Ok(true);
@@ -567,17 +555,33 @@ impl AccountPoller {
             let Some(page) = result? else {
                 return Ok(false);
             };
-            let current = &lanes[lane];
-            let last = page.next.is_none();
-            let checkpoint = current
-                .checkpoint
-                .filter(|_| run.mode == RunMode::Live && last)
+            let (group, after) = coalesce(&lanes, &mut ready, (lane, index), page);
+            // The checkpoint of the last lane that ends within the group: everything before it is
+            // written in this write or was committed before.
+            let checkpoint = group
+                .iter()
+                .filter(|(_, page)| page.next.is_none())
+                .filter_map(|(l, _)| lanes[*l].checkpoint)
+                .next_back()
+                .filter(|_| run.mode == RunMode::Live)
                 .map(|at| (spec.name, at));
-            let position = if last { current.to } else { current.from };
-            let window_from = current.window.then_some(current.from);
-            // Pages keep arriving (and are parsed) while this one is written.
+            let pages: Vec<(&Page, Option<DateTime<Utc>>)> = group
+                .iter()
+                .map(|(l, page)| (page, lanes[*l].window.then_some(lanes[*l].from)))
+                .collect();
+            // The pages taken out make room for requests, which go out now rather than after the write;
+            // pages keep arriving (and are parsed) while these are written.
+            self.request_ahead(
+                run,
+                &mut planner,
+                &mut lanes,
+                &mut in_flight,
+                ready.len(),
+                &fetcher,
+                after,
+            );
             {
-                let write = self.write(spec, run.lease, &page, window_from, checkpoint, totals);
+                let write = self.write(spec, run.lease, &pages, checkpoint, totals);
                 tokio::pin!(write);
                 loop {
                     tokio::select! {
@@ -595,14 +599,55 @@ impl AccountPoller {
                 }
             }
             let (from, to) = run.range;
-            run.progress
-                .page_written(spec.name, from, position.min(to), to, totals);
-            if last {
-                lane += 1;
-                index = 0;
-            } else {
-                index += 1;
+            for (written, page) in &group {
+                let current = &lanes[*written];
+                let position = if page.next.is_none() {
+                    current.to
+                } else {
+                    current.from
+                };
+                run.progress
+                    .page_written(spec.name, from, position.min(to), to, totals);
             }
+            (lane, index) = after;
+        }
+    }
+
+    /// Plans lanes and sends requests while there is room (counting those in flight and the `waiting`
+    /// pages fetched but not written), and always for the page to write next, `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn request_ahead(
+        &self,
+        run: &LaneRun<'_>,
+        planner: &mut LanePlanner,
+        lanes: &mut Vec<Lane>,
+        in_flight: &mut JoinSet<(Slot, Result<Option<Page>, PollError>)>,
+        waiting: usize,
+        fetcher: &PageFetcher,
+        (lane, index): (usize, usize),
+    ) {
+        while (in_flight.len() + waiting < FETCH_AHEAD
+            && (in_flight.len() + waiting + 1) * orders_per_page(lanes) <= FETCH_AHEAD_ORDERS)
+            || lanes
+                .get(lane)
+                .is_none_or(|l| l.requested_confirmed <= index)
+        {
+            let Some(slot) = self.next_slot(run.spec, planner, lanes, lane) else {
+                break;
+            };
+            let request = lanes[slot.lane].request(
+                slot.token.clone(),
+                self.account.page_size,
+                run.changed_since,
+            );
+            let fetcher = fetcher.clone();
+            in_flight.spawn(
+                async move {
+                    let page = fetcher.fetch(&request).await;
+                    (slot, page)
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
     }
 
@@ -667,28 +712,48 @@ impl AccountPoller {
         }
     }
 
+    /// Writes consecutive pages (each with the start of the window it answered) and the checkpoint they
+    /// justify, in transactions of at most [`WRITE_BATCH_ORDERS`] orders: one for pages that fit
+    /// together, parts of a larger page each in its own. The checkpoint goes with the last.
     async fn write(
         &self,
         spec: &StreamSpec,
         lease: &Lease,
-        page: &Page,
-        window_from: Option<DateTime<Utc>>,
+        pages: &[(&Page, Option<DateTime<Utc>>)],
         checkpoint: Option<(&str, DateTime<Utc>)>,
         totals: &mut RunTotals,
     ) -> Result<(), PollError> {
         // An empty page is written too: it carries the checkpoint and renews the lease.
-        let mut parts = page.orders.chunks(WRITE_BATCH_ORDERS).peekable();
-        loop {
-            let part = parts.next().unwrap_or_default();
-            let last = parts.peek().is_none();
-            let counts = orders::write_page(
+        let mut parts = Vec::new();
+        let mut part = Vec::new();
+        let mut room = WRITE_BATCH_ORDERS;
+        for &(page, window_from) in pages {
+            let mut rest = page.orders.as_slice();
+            loop {
+                let (now, later) = rest.split_at(rest.len().min(room));
+                part.push(PageOrders {
+                    orders: now,
+                    window_from,
+                });
+                room -= now.len();
+                rest = later;
+                if rest.is_empty() {
+                    break;
+                }
+                parts.push(std::mem::take(&mut part));
+                room = WRITE_BATCH_ORDERS;
+            }
+        }
+        parts.push(part);
+        let count = parts.len();
+        for (i, part) in parts.iter().enumerate() {
+            let counts = orders::write_pages(
                 &self.pool,
-                PageWrite {
+                PagesWrite {
                     account_id: self.account_id,
                     marketplace: self.account.marketplace,
-                    orders: part,
-                    window_from,
-                    checkpoint: checkpoint.filter(|_| last),
+                    pages: part,
+                    checkpoint: checkpoint.filter(|_| i + 1 == count),
                     lease: Some(lease),
                 },
             )
@@ -699,12 +764,11 @@ impl AccountPoller {
                 source,
             })?;
             totals.counts += counts;
-            if last {
-                break;
-            }
         }
-        totals.pages += 1;
-        totals.requests += page.requests;
+        for (page, _) in pages {
+            totals.pages += 1;
+            totals.requests += page.requests;
+        }
         Ok(())
     }
 }
@@ -938,6 +1002,55 @@ impl LanePlanner {
                 Some(Lane::new((*to, *to), ids, false, last.then_some(*to)))
             }
         }
+    }
+}
+
+/// The page to write next (lane and index) and the pages after it, in write order, that are ready to
+/// be written with it: a run of fetched pages up to [`WRITE_BATCH_ORDERS`] orders (a single page may hold
+/// more), ending before the first page that is not in, failed or was interrupted, which the caller
+/// meets next on its own. Returns the pages with their lanes, and where the page after them is.
+fn coalesce(
+    lanes: &[Lane],
+    ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
+    mut at: (usize, usize),
+    first: Page,
+) -> (Vec<(usize, Page)>, (usize, usize)) {
+    let mut orders = first.orders.len();
+    let mut group = Vec::new();
+    let mut page = first;
+    loop {
+        let lane = at.0;
+        at = following(at, &page);
+        group.push((lane, page));
+        let Some(slot) = lanes.get(at.0).and_then(|l| {
+            l.confirmed.get(at.1).map(|token| Slot {
+                lane: at.0,
+                token: token.clone(),
+            })
+        }) else {
+            return (group, at);
+        };
+        match ready.remove(&slot) {
+            Some(Ok(Some(next))) if orders + next.orders.len() <= WRITE_BATCH_ORDERS => {
+                orders += next.orders.len();
+                page = next;
+            }
+            Some(other) => {
+                ready.insert(slot, other);
+                return (group, at);
+            }
+            None => return (group, at),
+        }
+    }
+}
+
+/// Where the page after `page`, written at `(lane, index)`, is: the lane's next page, or the next lane's
+/// first after its last.
+fn following((lane, index): (usize, usize), page: &Page) -> (usize, usize) {
+    if page.next.is_none() {
+        (lane + 1, 0)
+    } else {
+        (lane, index + 1)
     }
 }
 

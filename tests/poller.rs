@@ -2,11 +2,19 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, SubsecRound, Utc};
 use common::{SyncEnv, fast_retries};
-use ordersync::poller::{NoProgress, RunMode, StreamOutcome, StreamReport};
+use ordersync::domain::{MarketplaceKind, Order, OrderState, RawStatus};
+use ordersync::marketplace::{
+    Marketplace, MarketplaceError, Page, PageRequest, StreamPlan, StreamSpec,
+};
+use ordersync::poller::{AccountPoller, NoProgress, RunMode, StreamOutcome, StreamReport};
 use ordersync::sandbox::Api;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Orders in the database for the account of `api`: external id → (status code, status text).
@@ -470,6 +478,292 @@ async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
         Some(cursor_written_by),
         parts.last().map(|(xid, _)| *xid),
         "the cursor moved with the last part"
+    );
+}
+
+/// A request window `[from, to)`.
+type Window = (DateTime<Utc>, DateTime<Utc>);
+
+/// A marketplace of one stream in three one-day windows (of a three-day backfill) whose pages the test
+/// scripts: the first window's only page is held back until every other page has been served (and a
+/// little longer), so those are all fetched and waiting when its turn to be written comes.
+struct Scripted {
+    /// Pages (or failures) by window, oldest first, then by page.
+    pages: Vec<Vec<Result<Vec<Order>, String>>>,
+    /// Each window's `[from, to)`, as the poller asked for it.
+    windows: Mutex<BTreeMap<usize, Window>>,
+    served: AtomicUsize,
+    others_served: Notify,
+}
+
+impl Scripted {
+    fn new(pages: Vec<Vec<Result<Vec<Order>, String>>>) -> Scripted {
+        Scripted {
+            pages,
+            windows: Mutex::new(BTreeMap::new()),
+            served: AtomicUsize::new(0),
+            others_served: Notify::new(),
+        }
+    }
+
+    /// A window as the database stores its bounds (to the microsecond).
+    fn window(&self, lane: usize) -> Window {
+        let (from, to) = self.windows.lock().unwrap()[&lane];
+        (from.trunc_subsecs(6), to.trunc_subsecs(6))
+    }
+}
+
+#[async_trait::async_trait]
+impl Marketplace for Scripted {
+    fn streams(&self) -> Vec<StreamSpec> {
+        vec![StreamSpec {
+            name: "orders",
+            plan: StreamPlan::Windows {
+                max_window: Some(std::time::Duration::from_secs(24 * 60 * 60)),
+                adaptive: false,
+                reread_open: false,
+                changes_only: false,
+            },
+        }]
+    }
+
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
+        // The backfill starts three days before the run, a moment ago.
+        let lane = 3 - (Utc::now() - request.from).num_hours() as usize / 24;
+        self.windows
+            .lock()
+            .unwrap()
+            .insert(lane, (request.from, request.to));
+        let index = request.page.as_deref().map_or(0, |p| p.parse().unwrap());
+        if (lane, index) == (0, 0) {
+            self.others_served.notified().await;
+            // And slow: the poller has taken the other answers in by the time this one arrives.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        } else {
+            let others = self.pages.iter().map(Vec::len).sum::<usize>() - 1;
+            if self.served.fetch_add(1, Ordering::SeqCst) + 1 == others {
+                self.others_served.notify_one();
+            }
+        }
+        let next = (index + 1 < self.pages[lane].len()).then(|| (index + 1).to_string());
+        match &self.pages[lane][index] {
+            Ok(orders) => Ok(Page {
+                orders: orders.clone(),
+                next,
+                requests: 1,
+            }),
+            Err(message) => Err(MarketplaceError::Rejected {
+                what: format!("window {lane} page {index}"),
+                status: Some(400),
+                message: message.clone(),
+            }),
+        }
+    }
+}
+
+fn scripted_order(id: &str, status: &str) -> Order {
+    Order {
+        external_id: id.to_owned(),
+        order_number: None,
+        state: OrderState::Approved,
+        status: RawStatus {
+            code: Some(status.to_owned()),
+            text: None,
+        },
+        total_amount: None,
+        shipping_amount: None,
+        currency: None,
+        customer_name: None,
+        customer_email: None,
+        shipping_city: None,
+        placed_at: None,
+        source_updated_at: None,
+        lines: Vec::new(),
+        packages: Vec::new(),
+        raw: serde_json::json!({ "id": id, "status": status }).into(),
+    }
+}
+
+fn scripted_orders(ids: &[&str]) -> Result<Vec<Order>, String> {
+    Ok(ids.iter().map(|id| scripted_order(id, "1")).collect())
+}
+
+/// A fresh database with the `Scripted` marketplace's account, and a log of the cursor's moves: each
+/// value with the transaction that wrote it.
+async fn scripted_run(marketplace: Arc<Scripted>) -> (common::TestDb, Vec<StreamReport>) {
+    let db = common::test_db().await;
+    for statement in [
+        "create table cursor_moves (value timestamptz not null,
+            xid bigint not null default pg_current_xact_id()::text::bigint)",
+        "create function log_cursor_move() returns trigger language plpgsql as
+            $$ begin insert into cursor_moves (value) values (new.value); return new; end $$",
+        "create trigger log_cursor_move after insert or update on sync_cursors
+            for each row execute function log_cursor_move()",
+    ] {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    let mut account = common::account(
+        "scripted",
+        MarketplaceKind::Labs,
+        "http://127.0.0.1:1/api/labs/",
+    );
+    account.initial_sync_days = 3;
+    let ids =
+        ordersync::store::accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
+            .await
+            .unwrap();
+    let poller = AccountPoller::new(
+        db.pool.clone(),
+        ids["scripted"],
+        account,
+        marketplace,
+        "replica-a".to_owned(),
+        fast_retries(),
+    );
+    let reports = poller
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    (db, reports)
+}
+
+/// Stored orders: external id → (status code, first window, the transaction that wrote them).
+async fn scripted_stored(
+    db: &common::TestDb,
+) -> HashMap<String, (Option<String>, Option<DateTime<Utc>>, i64)> {
+    sqlx::query_as::<_, (String, Option<String>, Option<DateTime<Utc>>, i64)>(
+        "select external_id, status_code, first_window_from, xmin::text::bigint from orders",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(id, code, window, xid)| (id, (code, window, xid)))
+    .collect()
+}
+
+/// The cursor's moves, in order: (value, transaction).
+async fn cursor_moves(db: &common::TestDb) -> Vec<(DateTime<Utc>, i64)> {
+    sqlx::query_as("select value, xid from cursor_moves order by xid")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Pages that are ready when their turn comes are written together, strictly in order: an order in two of
+/// them ends as the later page has it (with the earlier window), and the cursor moves only with the last
+/// page of a window, in the same transaction, never before the data it covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_window() {
+    let marketplace = Arc::new(Scripted::new(vec![
+        vec![Ok(vec![
+            scripted_order("a1", "1"),
+            scripted_order("twice", "first"),
+        ])],
+        vec![
+            scripted_orders(&["b1", "b2"]),
+            Ok(vec![
+                scripted_order("twice", "second"),
+                scripted_order("b3", "1"),
+            ]),
+        ],
+        vec![scripted_orders(&["c1"]), scripted_orders(&["c2", "c3"])],
+    ]));
+    let (db, reports) = scripted_run(marketplace.clone()).await;
+    assert_eq!(reports.len(), 1);
+    assert!(
+        matches!(reports[0].outcome, StreamOutcome::Succeeded),
+        "{reports:?}"
+    );
+    let totals = &reports[0].totals;
+    assert_eq!((totals.pages, totals.requests), (5, 5));
+    assert_eq!(
+        (
+            totals.counts.seen,
+            totals.counts.inserted,
+            totals.counts.unchanged
+        ),
+        (9, 8, 1)
+    );
+
+    let stored = scripted_stored(&db).await;
+    assert_eq!(stored.len(), 8);
+    let (first, second, third) = (
+        marketplace.window(0),
+        marketplace.window(1),
+        marketplace.window(2),
+    );
+    assert_eq!(
+        stored["twice"].0.as_deref(),
+        Some("second"),
+        "the later page wins"
+    );
+    assert_eq!(
+        stored["twice"].1,
+        Some(first.0),
+        "the earliest window is kept"
+    );
+    let xid = |id: &str| stored[id].2;
+    // The first window's page was the last to arrive: the two windows behind it were waiting, and went
+    // into its transaction.
+    for id in ["twice", "b1", "b2", "b3"] {
+        assert_eq!(xid(id), xid("a1"), "{id}: {stored:?}");
+    }
+    let transactions: HashSet<i64> = stored.values().map(|(.., xid)| *xid).collect();
+    assert!(transactions.len() < 5, "{stored:?}");
+
+    let moves = cursor_moves(&db).await;
+    // The first window's checkpoint is not written on its own: the transaction that ends it also ends
+    // the second window, and carries that window's (or the third's) checkpoint.
+    assert!(
+        moves.iter().all(|(value, _)| *value != first.1),
+        "{moves:?}"
+    );
+    assert_eq!(moves.last().map(|(value, _)| *value), Some(third.1));
+    for (value, moved_in) in &moves {
+        assert!(
+            [second.1, third.1].contains(value),
+            "{value} is no window's end"
+        );
+        // Written with its window's last page, and never before the orders of the windows it covers.
+        let last_page = if *value == second.1 { "b3" } else { "c3" };
+        assert_eq!(*moved_in, xid(last_page), "{moves:?} {stored:?}");
+        for (id, (_, window, written_in)) in &stored {
+            if window.is_some_and(|w| w < *value) {
+                assert!(written_in <= moved_in, "{id} {stored:?} {moves:?}");
+            }
+        }
+    }
+}
+
+/// A page that failed ends the write before it: the pages ready before it are written together, with
+/// the checkpoint of the last window they complete, and nothing after it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_page_ends_the_pages_written_together_before_it() {
+    let marketplace = Arc::new(Scripted::new(vec![
+        vec![scripted_orders(&["a1", "a2"])],
+        vec![scripted_orders(&["b1"]), Err("refused".to_owned())],
+        vec![scripted_orders(&["c1"]), scripted_orders(&["c2"])],
+    ]));
+    let (db, reports) = scripted_run(marketplace.clone()).await;
+    assert!(
+        matches!(reports[0].outcome, StreamOutcome::Failed(_)),
+        "{reports:?}"
+    );
+    assert_eq!(reports[0].totals.pages, 2);
+    let stored = scripted_stored(&db).await;
+    let mut ids: Vec<&str> = stored.keys().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a1", "a2", "b1"]);
+    let transactions: HashSet<i64> = stored.values().map(|(.., xid)| *xid).collect();
+    assert_eq!(transactions.len(), 1, "{stored:?}");
+    assert_eq!(
+        cursor_moves(&db).await,
+        vec![(marketplace.window(0).1, stored["b1"].2)],
+        "the first window's checkpoint, with the pages"
     );
 }
 

@@ -5,7 +5,7 @@ mod common;
 use chrono::{TimeZone, Utc};
 use ordersync::domain::{Currency, MarketplaceKind, Order, OrderLine, OrderState, RawStatus};
 use ordersync::store::leases::{self, Lease};
-use ordersync::store::orders::{PageWrite, write_page};
+use ordersync::store::orders::{PageOrders, PageWrite, PagesWrite, write_page, write_pages};
 use ordersync::store::{self, StoreError, accounts, cursors};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -382,4 +382,96 @@ async fn open_orders_start_is_the_earliest_open_order() {
         .await
         .unwrap();
     assert_eq!(start().await, Some(at(15)));
+}
+
+/// Several pages written together: an order in two of them is written once, as the later page has it,
+/// with the earliest window that returned it, and with one history row from its stored state; the
+/// checkpoint goes with them.
+#[tokio::test]
+async fn pages_written_together_keep_the_last_version_and_the_first_window() {
+    let (db, account) = setup().await;
+    write_page(
+        &db.pool,
+        page(account, &[order("1", OrderState::Approved, "200")], None),
+    )
+    .await
+    .unwrap();
+    let at = |day: u32| Utc.with_ymd_and_hms(2026, 11, day, 0, 0, 0).unwrap();
+    let earlier = [
+        order("1", OrderState::Shipped, "500"),
+        order("2", OrderState::Approved, "200"),
+    ];
+    let later = [
+        order("3", OrderState::Approved, "200"),
+        order("1", OrderState::Delivered, "600"),
+        order("2", OrderState::Approved, "200"),
+    ];
+    let counts = write_pages(
+        &db.pool,
+        PagesWrite {
+            account_id: account,
+            marketplace: MarketplaceKind::I1,
+            pages: &[
+                PageOrders {
+                    orders: &earlier,
+                    window_from: Some(at(2)),
+                },
+                PageOrders {
+                    orders: &later,
+                    window_from: Some(at(3)),
+                },
+            ],
+            checkpoint: Some(("orders", at(4))),
+            lease: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            counts.seen,
+            counts.inserted,
+            counts.updated,
+            counts.unchanged
+        ),
+        (5, 2, 1, 2),
+        "each order is counted once as written, its other occurrences as unchanged"
+    );
+    let stored: Vec<(String, String, Option<chrono::DateTime<Utc>>, String)> = sqlx::query_as(
+        "select external_id, status_code, first_window_from, xmin::text from orders order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let written: Vec<_> = stored
+        .iter()
+        .map(|(id, code, window, _)| (id.as_str(), code.as_str(), *window))
+        .collect();
+    assert_eq!(
+        written,
+        vec![
+            ("1", "600", Some(at(2))),
+            ("2", "200", Some(at(2))),
+            ("3", "200", Some(at(3)))
+        ],
+        "the last version, and the earliest window"
+    );
+    let history: Vec<(String, String)> =
+        sqlx::query_as("select from_state, to_state from order_state_changes")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(history, vec![("approved".into(), "delivered".into())]);
+    let cursor_xmin: String = sqlx::query_scalar("select xmin::text from sync_cursors")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|(.., xmin)| *xmin == cursor_xmin),
+        "one transaction: {stored:?}, cursor {cursor_xmin}"
+    );
+    assert_eq!(
+        cursors::get(&db.pool, account, "orders").await.unwrap(),
+        Some(at(4))
+    );
 }

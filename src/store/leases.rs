@@ -1,6 +1,6 @@
 //! Poll leases: at most one replica polls an account's stream at a time. A lease is a row with an expiry
 //! that its holder renews while it works (every page write renews it, see
-//! [`orders::write_page`](super::orders::write_page)); a holder that dies stops renewing, and the lease
+//! [`orders::write_pages`](super::orders::write_pages)); a holder that dies stops renewing, and the lease
 //! is free once it expires.
 
 use std::time::Duration;

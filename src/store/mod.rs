@@ -1,8 +1,9 @@
 //! The PostgreSQL store: connecting, the embedded migrations, and plain functions over
 //! [`sqlx::PgExecutor`] for each table family (accounts, orders, cursors, runs, leases, outbox).
 //!
-//! Architecture invariant: a page of orders and the cursor checkpoint it justifies are written in one
-//! transaction ([`orders::write_page`]); the cursor never moves back (checked here and by a trigger).
+//! Architecture invariant: a page of orders (or several consecutive pages) and the cursor checkpoint it
+//! justifies are written in one transaction ([`orders::write_pages`]); the cursor never moves back
+//! (checked here and by a trigger).
 
 pub mod accounts;
 pub mod catalog;

@@ -1,9 +1,10 @@
 //! Orders, their lines, packages and state history, and the unknown values they carried.
 //!
-//! [`write_page`] is the only way orders enter the database: one transaction per page (or per part of a
-//! large page, see the poller) holding the lease check, the upserts and the cursor checkpoint, with a
-//! fixed number of statements per write (never one round trip per order). An order whose content hash is unchanged is not rewritten; a change of
-//! canonical state or raw status appends one `order_state_changes` row.
+//! [`write_pages`] (and [`write_page`], its form for one page) is the only way orders enter the database:
+//! one transaction per write — a page, a part of a large page, or several consecutive pages the poller
+//! had ready — holding the lease check, the upserts and the cursor checkpoint, with a fixed number of
+//! statements per write (never one round trip per order). An order whose content hash is unchanged is
+//! not rewritten; a change of canonical state or raw status appends one `order_state_changes` row.
 
 use std::collections::HashMap;
 
@@ -49,6 +50,29 @@ pub struct PageWrite<'a> {
     pub lease: Option<&'a Lease>,
 }
 
+/// Pages to write in one transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct PagesWrite<'a> {
+    pub account_id: i64,
+    pub marketplace: MarketplaceKind,
+    /// The pages (or parts of pages) in the order they were fetched: where an order appears more than
+    /// once, the last occurrence is written, with the earliest window that returned it.
+    pub pages: &'a [PageOrders<'a>],
+    /// The cursor these pages justify, if any: `(stream, value)`.
+    pub checkpoint: Option<(&'a str, DateTime<Utc>)>,
+    /// When set, the write fails with [`StoreError::LeaseLost`] unless the lease is still ours, and
+    /// renews it.
+    pub lease: Option<&'a Lease>,
+}
+
+/// The orders of one page (or part of one), and the window that returned them.
+#[derive(Debug, Clone, Copy)]
+pub struct PageOrders<'a> {
+    pub orders: &'a [Order],
+    /// The start of the request window the page answered, if it answered one.
+    pub window_from: Option<DateTime<Utc>>,
+}
+
 /// The content hash of an order: SHA-256 over its normalized form and raw payload.
 pub fn content_hash(order: &Order) -> Vec<u8> {
     // serde_json maps are sorted, so equal content always serializes to equal bytes.
@@ -65,9 +89,35 @@ struct Existing {
 
 /// Writes a page of orders and its checkpoint in one transaction.
 pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts, StoreError> {
+    write_pages(
+        pool,
+        PagesWrite {
+            account_id: page.account_id,
+            marketplace: page.marketplace,
+            pages: &[PageOrders {
+                orders: page.orders,
+                window_from: page.window_from,
+            }],
+            checkpoint: page.checkpoint,
+            lease: page.lease,
+        },
+    )
+    .await
+}
+
+/// An order to write: its last occurrence among the pages, its content hash, and the earliest window
+/// that returned it.
+struct Row<'a> {
+    order: &'a Order,
+    hash: Vec<u8>,
+    window_from: Option<DateTime<Utc>>,
+}
+
+/// Writes consecutive pages of orders and their checkpoint in one transaction.
+pub async fn write_pages(pool: &PgPool, write: PagesWrite<'_>) -> Result<PageCounts, StoreError> {
     let mut tx = pool.begin().await?;
 
-    if let Some(lease) = page.lease
+    if let Some(lease) = write.lease
         && !super::leases::renew(&mut *tx, lease).await?
     {
         return Err(StoreError::LeaseLost {
@@ -76,10 +126,20 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
         });
     }
 
-    // The last occurrence of an order within a page wins.
-    let mut by_id: HashMap<&str, &Order> = HashMap::with_capacity(page.orders.len());
-    for order in page.orders {
-        by_id.insert(order.external_id.as_str(), order);
+    // The last occurrence of an order wins; the earliest window that returned it is kept, as the
+    // writes of those pages one by one would keep it (`least` in the upsert).
+    let seen: usize = write.pages.iter().map(|page| page.orders.len()).sum();
+    let mut by_id: HashMap<&str, (&Order, Option<DateTime<Utc>>)> = HashMap::with_capacity(seen);
+    for page in write.pages {
+        for order in page.orders {
+            by_id
+                .entry(order.external_id.as_str())
+                .and_modify(|(last, window_from)| {
+                    *last = order;
+                    *window_from = earliest(*window_from, page.window_from);
+                })
+                .or_insert((order, page.window_from));
+        }
     }
     let ids: Vec<&str> = by_id.keys().copied().collect();
 
@@ -88,7 +148,7 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
             "select external_id, state, status_code, status_text, content_hash from orders
          where account_id = $1 and external_id = any($2) for update",
         )
-        .bind(page.account_id)
+        .bind(write.account_id)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
@@ -107,47 +167,55 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
         .collect();
 
     let mut counts = PageCounts {
-        seen: page.orders.len() as u32,
+        seen: seen as u32,
         ..PageCounts::default()
     };
-    let mut to_write: Vec<(&Order, Vec<u8>)> = Vec::new();
-    for order in by_id.values() {
+    let mut to_write: Vec<Row<'_>> = Vec::new();
+    for (order, window_from) in by_id.values().copied() {
         let hash = content_hash(order);
         match existing.get(&order.external_id) {
-            Some(old) if old.content_hash == hash => counts.unchanged += 1,
-            Some(_) => {
-                counts.updated += 1;
-                to_write.push((order, hash));
+            Some(old) if old.content_hash == hash => {
+                counts.unchanged += 1;
+                continue;
             }
-            None => {
-                counts.inserted += 1;
-                to_write.push((order, hash));
-            }
+            Some(_) => counts.updated += 1,
+            None => counts.inserted += 1,
         }
+        to_write.push(Row {
+            order,
+            hash,
+            window_from,
+        });
     }
-    // Duplicates within the page were seen but not written twice.
-    counts.unchanged += page.orders.len() as u32 - by_id.len() as u32;
+    // Duplicates within the pages were seen but not written twice.
+    counts.unchanged += (seen - by_id.len()) as u32;
 
     if !to_write.is_empty() {
-        let order_ids =
-            upsert_orders(&mut tx, page.account_id, page.window_from, &to_write).await?;
+        let order_ids = upsert_orders(&mut tx, write.account_id, &to_write).await?;
         insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
         replace_lines_and_packages(&mut tx, &to_write, &existing, &order_ids).await?;
-        record_unknown_values(&mut tx, page.marketplace, &to_write).await?;
+        record_unknown_values(&mut tx, write.marketplace, &to_write).await?;
     }
 
-    if let Some((stream, value)) = page.checkpoint {
-        super::cursors::advance(&mut *tx, page.account_id, stream, value).await?;
+    if let Some((stream, value)) = write.checkpoint {
+        super::cursors::advance(&mut *tx, write.account_id, stream, value).await?;
     }
     tx.commit().await?;
     Ok(counts)
 }
 
+/// The earlier of two window starts, either of which may be missing.
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 async fn upsert_orders(
     tx: &mut sqlx::PgConnection,
     account_id: i64,
-    window_from: Option<DateTime<Utc>>,
-    rows: &[(&Order, Vec<u8>)],
+    rows: &[Row<'_>],
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     let mut external_id = Vec::with_capacity(rows.len());
     let mut order_number = Vec::with_capacity(rows.len());
@@ -165,7 +233,13 @@ async fn upsert_orders(
     let mut source_updated_at = Vec::with_capacity(rows.len());
     let mut hash = Vec::with_capacity(rows.len());
     let mut raw = Vec::with_capacity(rows.len());
-    for (order, h) in rows {
+    let mut window_from = Vec::with_capacity(rows.len());
+    for Row {
+        order,
+        hash: h,
+        window_from: w,
+    } in rows
+    {
         external_id.push(order.external_id.as_str());
         order_number.push(order.order_number.as_deref());
         state.push(order.state.as_str());
@@ -182,6 +256,7 @@ async fn upsert_orders(
         source_updated_at.push(order.source_updated_at);
         hash.push(h.as_slice());
         raw.push(order.raw.json());
+        window_from.push(*w);
     }
     let ids: Vec<(String, i64)> = sqlx::query_as(
         "insert into orders (account_id, external_id, order_number, state, status_code, status_text,
@@ -190,13 +265,13 @@ async fn upsert_orders(
          select $1, t.external_id, t.order_number, t.state, t.status_code, t.status_text,
             t.total_amount, t.shipping_amount, t.currency, t.currency_raw, t.customer_name,
             t.customer_email, t.shipping_city, t.placed_at, t.source_updated_at, t.content_hash,
-            t.raw::jsonb, $18
+            t.raw::jsonb, t.first_window_from
          from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::numeric[],
             $8::numeric[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-            $14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::text[])
+            $14::timestamptz[], $15::timestamptz[], $16::bytea[], $17::text[], $18::timestamptz[])
             as t(external_id, order_number, state, status_code, status_text, total_amount,
                  shipping_amount, currency, currency_raw, customer_name, customer_email,
-                 shipping_city, placed_at, source_updated_at, content_hash, raw)
+                 shipping_city, placed_at, source_updated_at, content_hash, raw, first_window_from)
          on conflict (account_id, external_id) do update set
             order_number = excluded.order_number, state = excluded.state,
             status_code = excluded.status_code, status_text = excluded.status_text,
@@ -226,7 +301,7 @@ async fn upsert_orders(
     .bind(&source_updated_at)
     .bind(&hash)
     .bind(&raw)
-    .bind(window_from)
+    .bind(&window_from)
     .fetch_all(&mut *tx)
     .await?;
     Ok(ids.into_iter().collect())
@@ -234,7 +309,7 @@ async fn upsert_orders(
 
 async fn insert_history(
     tx: &mut sqlx::PgConnection,
-    rows: &[(&Order, Vec<u8>)],
+    rows: &[Row<'_>],
     existing: &HashMap<String, Existing>,
     order_ids: &HashMap<String, i64>,
 ) -> Result<(), sqlx::Error> {
@@ -245,7 +320,7 @@ async fn insert_history(
     let mut from_text = Vec::new();
     let mut to_code = Vec::new();
     let mut to_text = Vec::new();
-    for (order, _) in rows {
+    for Row { order, .. } in rows {
         let (Some(old), Some(id)) = (
             existing.get(&order.external_id),
             order_ids.get(&order.external_id),
@@ -288,7 +363,7 @@ async fn insert_history(
 
 async fn replace_lines_and_packages(
     tx: &mut sqlx::PgConnection,
-    rows: &[(&Order, Vec<u8>)],
+    rows: &[Row<'_>],
     existing: &HashMap<String, Existing>,
     order_ids: &HashMap<String, i64>,
 ) -> Result<(), sqlx::Error> {
@@ -332,7 +407,7 @@ async fn replace_lines_and_packages(
     let mut p_tracking = Vec::new();
     let mut p_total = Vec::new();
     let mut p_raw = Vec::new();
-    for (order, _) in rows {
+    for Row { order, .. } in rows {
         let Some(id) = order_ids.get(&order.external_id) else {
             continue;
         };
@@ -431,12 +506,12 @@ async fn replace_lines_and_packages(
 async fn record_unknown_values(
     tx: &mut sqlx::PgConnection,
     marketplace: MarketplaceKind,
-    rows: &[(&Order, Vec<u8>)],
+    rows: &[Row<'_>],
 ) -> Result<(), sqlx::Error> {
     let mut seen: HashMap<(&'static str, String), i64> = HashMap::new();
     // A status that was never sent is not an unknown value.
     let raw_of = |status: &RawStatus| status.code.clone().or_else(|| status.text.clone());
-    for (order, _) in rows {
+    for Row { order, .. } in rows {
         if order.state == OrderState::Unknown
             && let Some(raw) = raw_of(&order.status)
         {
