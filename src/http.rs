@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::marketplace::MarketplaceError;
 use crate::ops::metrics::{self, ApiLabels};
@@ -37,6 +39,48 @@ pub struct HttpResponse {
     pub content_type: Option<String>,
     pub body: Bytes,
     pub elapsed: Duration,
+}
+
+/// A successful response whose body is still to be read.
+#[derive(Debug)]
+pub struct HttpStream {
+    pub content_type: Option<String>,
+    response: reqwest::Response,
+}
+
+impl HttpStream {
+    /// The first `limit` bytes of the body (all of it when shorter; what arrived when reading
+    /// fails), to record an answer that is not what was asked for.
+    pub async fn first_bytes(mut self, limit: usize) -> Vec<u8> {
+        let mut start = Vec::new();
+        while start.len() < limit
+            && let Ok(Some(chunk)) = self.response.chunk().await
+        {
+            start.extend_from_slice(&chunk);
+        }
+        start.truncate(limit);
+        start
+    }
+
+    /// The body as a blocking reader, for a parser running on a blocking thread
+    /// ([`tokio::task::spawn_blocking`]); call it within the runtime. A transport failure while
+    /// reading is an I/O error whose text has no URL (the URL may carry a credential).
+    pub fn into_reader(self) -> impl std::io::Read + Send + 'static {
+        let chunks = self
+            .response
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url()));
+        SyncIoBridge::new(StreamReader::new(chunks))
+    }
+}
+
+/// The content type of a response, when it has a readable one.
+fn content_type(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// One account's HTTP client. Cheap to clone; clones share the connection pool and the rate limit, so
@@ -103,24 +147,11 @@ impl HttpClient {
         request: RequestBuilder,
         api_message: fn(&[u8]) -> Option<String>,
     ) -> Result<HttpResponse, MarketplaceError> {
-        self.limiter.until_ready().await;
-        let started = Instant::now();
-        let response = request.send().await.map_err(|e| {
-            self.record(None, started);
-            self.transport_error(what, e)
-        })?;
+        let (response, started) = self.head(what, request).await?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| {
-            self.record(None, started);
-            self.transport_error(what, e)
-        })?;
-        self.record(Some(status.as_u16()), started);
+        let content_type = content_type(&response);
+        let body = self.body(what, response, started).await?;
         let elapsed = started.elapsed();
         tracing::debug!(
             request = what,
@@ -136,32 +167,101 @@ impl HttpClient {
                 elapsed,
             });
         }
+        Err(self.refusal(what, status, retry_after, &body, api_message))
+    }
+
+    /// Like [`HttpClient::send`], but a successful response's body is left to be read as it arrives
+    /// ([`HttpStream::into_reader`]), for answers too large to hold whole.
+    pub async fn send_streaming(
+        &self,
+        what: &str,
+        request: RequestBuilder,
+        api_message: fn(&[u8]) -> Option<String>,
+    ) -> Result<HttpStream, MarketplaceError> {
+        let (response, started) = self.head(what, request).await?;
+        let status = response.status();
+        if status.is_success() {
+            self.record(Some(status.as_u16()), started);
+            tracing::debug!(
+                request = what,
+                status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "http response head"
+            );
+            return Ok(HttpStream {
+                content_type: content_type(&response),
+                response,
+            });
+        }
+        let retry_after = retry_after(response.headers());
+        let body = self.body(what, response, started).await?;
+        Err(self.refusal(what, status, retry_after, &body, api_message))
+    }
+
+    /// Waits for the rate limit and sends the request, up to the response's head.
+    async fn head(
+        &self,
+        what: &str,
+        request: RequestBuilder,
+    ) -> Result<(reqwest::Response, Instant), MarketplaceError> {
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| {
+            self.record(None, started);
+            self.transport_error(what, e)
+        })?;
+        Ok((response, started))
+    }
+
+    /// Reads a whole body and records the request.
+    async fn body(
+        &self,
+        what: &str,
+        response: reqwest::Response,
+        started: Instant,
+    ) -> Result<Bytes, MarketplaceError> {
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
+            self.record(None, started);
+            self.transport_error(what, e)
+        })?;
+        self.record(Some(status.as_u16()), started);
+        Ok(body)
+    }
+
+    /// The error of a response that is not a success.
+    fn refusal(
+        &self,
+        what: &str,
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        api_message: fn(&[u8]) -> Option<String>,
+    ) -> MarketplaceError {
         let message = self
             .redactor
-            .redact(&api_message(&body).unwrap_or_else(|| excerpt(&body)));
+            .redact(&api_message(body).unwrap_or_else(|| excerpt(body)));
         let what = what.to_owned();
-        Err(
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                MarketplaceError::Transient {
-                    what,
-                    detail: format!("HTTP {}: {message}", status.as_u16()),
-                    retry_after,
-                    ambiguous: false,
-                }
-            } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                MarketplaceError::Unauthorized {
-                    what,
-                    status: status.as_u16(),
-                    message,
-                }
-            } else {
-                MarketplaceError::Rejected {
-                    what,
-                    status: Some(status.as_u16()),
-                    message,
-                }
-            },
-        )
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            MarketplaceError::Transient {
+                what,
+                detail: format!("HTTP {}: {message}", status.as_u16()),
+                retry_after,
+                ambiguous: false,
+            }
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            MarketplaceError::Unauthorized {
+                what,
+                status: status.as_u16(),
+                message,
+            }
+        } else {
+            MarketplaceError::Rejected {
+                what,
+                status: Some(status.as_u16()),
+                message,
+            }
+        }
     }
 
     fn record(&self, status: Option<u16>, started: Instant) {

@@ -24,7 +24,8 @@ use tracing::Instrument;
 use crate::config::AccountConfig;
 use crate::domain::MarketplaceKind;
 use crate::marketplace::{
-    Disposition, Marketplace, MarketplaceError, Page, PageRequest, StreamPlan, StreamSpec,
+    Disposition, Marketplace, MarketplaceError, MoreOrders, Page, PageRequest, StreamPlan,
+    StreamSpec,
 };
 use crate::ops::metrics;
 use crate::store::leases::{self, Lease};
@@ -465,6 +466,7 @@ impl AccountPoller {
                     orders: Vec::new(),
                     next: None,
                     requests: 0,
+                    more: None,
                 };
                 self.write(
                     spec,
@@ -555,7 +557,8 @@ impl AccountPoller {
             let Some(page) = result? else {
                 return Ok(false);
             };
-            let (group, after) = coalesce(&lanes, &mut ready, (lane, index), page);
+            let (mut group, after) = coalesce(&lanes, &mut ready, (lane, index), page);
+            let more = group.last_mut().and_then(|(_, page)| page.more.take());
             // The checkpoint of the last lane that ends within the group: everything before it is
             // written in this write or was committed before.
             let checkpoint = group
@@ -581,7 +584,25 @@ impl AccountPoller {
                 after,
             );
             {
-                let write = self.write(spec, run.lease, &pages, checkpoint, totals);
+                let write = async {
+                    let Some(more) = more else {
+                        return self
+                            .write(spec, run.lease, &pages, checkpoint, totals)
+                            .await;
+                    };
+                    self.write(spec, run.lease, &pages, None, totals).await?;
+                    let window_from = pages.last().and_then(|(_, from)| *from);
+                    self.write_rest(
+                        spec,
+                        run.lease,
+                        &fetcher,
+                        more,
+                        window_from,
+                        checkpoint,
+                        totals,
+                    )
+                    .await
+                };
                 tokio::pin!(write);
                 loop {
                     tokio::select! {
@@ -747,28 +768,75 @@ impl AccountPoller {
         parts.push(part);
         let count = parts.len();
         for (i, part) in parts.iter().enumerate() {
-            let counts = orders::write_pages(
-                &self.pool,
-                PagesWrite {
-                    account_id: self.account_id,
-                    marketplace: self.account.marketplace,
-                    pages: part,
-                    checkpoint: checkpoint.filter(|_| i + 1 == count),
-                    lease: Some(lease),
-                },
-            )
-            .await
-            .map_err(|source| PollError::Store {
-                account: self.account.name.clone(),
-                stream: spec.name.to_owned(),
-                source,
-            })?;
-            totals.counts += counts;
+            let checkpoint = checkpoint.filter(|_| i + 1 == count);
+            self.write_part(spec, lease, part, checkpoint, totals)
+                .await?;
         }
         for (page, _) in pages {
             totals.pages += 1;
             totals.requests += page.requests;
         }
+        Ok(())
+    }
+
+    /// Writes the rest of a page whose answer is still being read ([`Page::more`]), a transaction per
+    /// batch as it arrives, the checkpoint with the last. A failure of the answer fails the run: the
+    /// orders written so far stay (they are real), the cursor does not move.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_rest(
+        &self,
+        spec: &StreamSpec,
+        lease: &Lease,
+        fetcher: &PageFetcher,
+        mut more: MoreOrders,
+        window_from: Option<DateTime<Utc>>,
+        checkpoint: Option<(&str, DateTime<Utc>)>,
+        totals: &mut RunTotals,
+    ) -> Result<(), PollError> {
+        loop {
+            let batch = match more.next().await {
+                Ok(batch) => batch,
+                Err(error) => return Err(fetcher.failed(error).await),
+            };
+            let part = [PageOrders {
+                orders: &batch.orders,
+                window_from,
+            }];
+            let checkpoint = checkpoint.filter(|_| batch.last);
+            self.write_part(spec, lease, &part, checkpoint, totals)
+                .await?;
+            if batch.last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes orders in one transaction, with the checkpoint they justify.
+    async fn write_part(
+        &self,
+        spec: &StreamSpec,
+        lease: &Lease,
+        pages: &[PageOrders<'_>],
+        checkpoint: Option<(&str, DateTime<Utc>)>,
+        totals: &mut RunTotals,
+    ) -> Result<(), PollError> {
+        let counts = orders::write_pages(
+            &self.pool,
+            PagesWrite {
+                account_id: self.account_id,
+                marketplace: self.account.marketplace,
+                pages,
+                checkpoint,
+                lease: Some(lease),
+            },
+        )
+        .await
+        .map_err(|source| PollError::Store {
+            account: self.account.name.clone(),
+            stream: spec.name.to_owned(),
+            source,
+        })?;
+        totals.counts += counts;
         Ok(())
     }
 }
@@ -839,27 +907,30 @@ impl PageFetcher {
         };
         match result {
             Ok(page) => Ok(Some(page)),
-            Err(error) => {
-                if let MarketplaceError::Malformed { what, raw_body, .. } = &error
-                    && let Err(e) = runs::record_payload_error(
-                        &self.pool,
-                        self.account_id,
-                        stream,
-                        Some(self.run_id),
-                        what,
-                        &error.to_string(),
-                        raw_body,
-                    )
-                    .await
-                {
-                    tracing::error!(error = %e, "could not record the malformed payload");
-                }
-                Err(PollError::Marketplace {
-                    account: self.account.clone(),
-                    stream: stream.to_owned(),
-                    source: error,
-                })
-            }
+            Err(error) => Err(self.failed(error).await),
+        }
+    }
+
+    /// The run's error for a failed page; a malformed answer is recorded with its raw body first.
+    async fn failed(&self, error: MarketplaceError) -> PollError {
+        if let MarketplaceError::Malformed { what, raw_body, .. } = &error
+            && let Err(e) = runs::record_payload_error(
+                &self.pool,
+                self.account_id,
+                self.stream,
+                Some(self.run_id),
+                what,
+                &error.to_string(),
+                raw_body,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "could not record the malformed payload");
+        }
+        PollError::Marketplace {
+            account: self.account.clone(),
+            stream: self.stream.to_owned(),
+            source: error,
         }
     }
 }
@@ -1008,7 +1079,7 @@ impl LanePlanner {
 /// The page to write next (lane and index) and the pages after it, in write order, that are ready to
 /// be written with it: a run of fetched pages up to [`WRITE_BATCH_ORDERS`] orders (a single page may hold
 /// more), ending before the first page that is not in, failed or was interrupted, which the caller
-/// meets next on its own. Returns the pages with their lanes, and where the page after them is.
+/// meets next on its own, or with a page whose answer is still being read ([`Page::more`]). Returns the pages with their lanes, and where the page after them is.
 fn coalesce(
     lanes: &[Lane],
     ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
@@ -1021,7 +1092,12 @@ fn coalesce(
     loop {
         let lane = at.0;
         at = following(at, &page);
+        // The rest of a page still being read is written after it, so nothing can follow it here.
+        let streamed = page.more.is_some();
         group.push((lane, page));
+        if streamed {
+            return (group, at);
+        }
         let Some(slot) = lanes.get(at.0).and_then(|l| {
             l.confirmed.get(at.1).map(|token| Slot {
                 lane: at.0,

@@ -132,6 +132,7 @@ impl Marketplace for Fake {
             orders: Vec::new(),
             next: None,
             requests: 0,
+            more: None,
         })
     }
 

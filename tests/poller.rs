@@ -406,19 +406,25 @@ marketplace_tests! {
     gittigidiyor => Api::Gittigidiyor,
 }
 
-/// allesgo answers its `updates` stream in one unpaginated page: more than 1,000 changes are written in
-/// parts of 1,000 orders, each in its own transaction, and the cursor moves only with the last part.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
-    let api = Api::Allesgo;
+/// An allesgo account of 3,000 orders after its first run. No overlap: the `new` stream's next run
+/// reads only orders placed since, so every change is written by the `updates` stream.
+async fn allesgo_synced_without_overlap() -> (SyncEnv, AccountPoller, CancellationToken) {
     let mut env = SyncEnv::start(3_000).await;
-    let mut account = env.account(api);
-    // No overlap: the `new` stream's second run reads only orders placed since the first, so every
-    // change is written by the `updates` stream.
+    let mut account = env.account(Api::Allesgo);
     account.overlap = std::time::Duration::ZERO;
     let poller = env.poller(&account, "replica-a", fast_retries()).await;
     let token = CancellationToken::new();
-    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+    let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    assert_succeeded(Api::Allesgo, &reports);
+    (env, poller, token)
+}
+
+/// allesgo answers its `updates` stream in one unpaginated page: it is read as it arrives and written
+/// in batches of 500 orders, each in its own transaction, and the cursor moves only with the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_unpaginated_answer_is_written_in_batches_as_it_arrives_with_the_cursor_last() {
+    let api = Api::Allesgo;
+    let (env, poller, token) = allesgo_synced_without_overlap().await;
 
     // Every open order moves on (about 40 % of them).
     let changed = env.sandbox.change_orders(api, 3_000);
@@ -444,7 +450,10 @@ async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
         .totals
         .counts
         .seen as usize;
-    assert!(answered > 1_000, "{answered} orders: too few to need parts");
+    assert!(
+        answered > 1_000,
+        "{answered} orders: too few for several batches"
+    );
     assert_in_step(&env, api).await;
 
     // The transactions that wrote the changed orders, and the one that moved the `updates` cursor.
@@ -460,13 +469,10 @@ async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
     .unwrap();
     assert_eq!(
         parts.len(),
-        answered.div_ceil(1_000),
-        "{answered} orders in parts of 1,000: {parts:?}"
+        answered.div_ceil(500),
+        "{answered} orders in batches of 500: {parts:?}"
     );
-    assert!(
-        parts.iter().all(|(_, orders)| *orders <= 1_000),
-        "{parts:?}"
-    );
+    assert!(parts.iter().all(|(_, orders)| *orders <= 500), "{parts:?}");
     let cursor_written_by: i64 = sqlx::query_scalar(
         "select xmin::text::bigint from sync_cursors where account_id = $1 and stream = 'updates'",
     )
@@ -474,11 +480,65 @@ async fn a_large_unpaginated_page_is_written_in_parts_with_the_cursor_last() {
     .fetch_one(&env.db.pool)
     .await
     .unwrap();
-    assert_eq!(
-        Some(cursor_written_by),
-        parts.last().map(|(xid, _)| *xid),
-        "the cursor moved with the last part"
+    // With the last batch, or after it in an empty one when the count fills the batches exactly.
+    let last_part = parts.last().map(|(xid, _)| *xid).unwrap();
+    assert!(
+        cursor_written_by == last_part
+            || (answered.is_multiple_of(500) && cursor_written_by > last_part),
+        "the cursor moved in transaction {cursor_written_by}, the last batch in {last_part}"
     );
+}
+
+/// An unpaginated answer that breaks off midway: the batches read before the break are written, the
+/// end of what arrived is recorded, the cursor stays, and the next run catches up with everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaginated_answer_cut_midway_keeps_the_cursor_and_records_its_end() {
+    use ordersync::sandbox::faults::{Fault, FaultPlan};
+    let api = Api::Allesgo;
+    let (env, poller, token) = allesgo_synced_without_overlap().await;
+    let before = cursors(&env, api).await;
+
+    env.sandbox.change_orders(api, 3_000);
+    // The `new` stream's one request is answered normally, the `updates` answer is cut in half.
+    env.sandbox.set_faults(
+        api,
+        FaultPlan::scripted([Fault::Slow(std::time::Duration::ZERO), Fault::Truncated]),
+    );
+    let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    let updates = reports
+        .iter()
+        .find(|r| r.stream == "updates")
+        .expect("an updates run");
+    let StreamOutcome::Failed(error) = &updates.outcome else {
+        panic!("{reports:?}");
+    };
+    assert!(error.to_string().contains("malformed"), "{error}");
+    assert!(
+        updates.totals.counts.seen >= 500 && updates.totals.counts.updated > 0,
+        "the first batch is written before the break: {:?}",
+        updates.totals.counts
+    );
+    assert_eq!(
+        cursors(&env, api).await.get("updates"),
+        before.get("updates"),
+        "the cursor moved"
+    );
+    let (request, error, raw_body): (String, String, String) =
+        sqlx::query_as("select request, error, raw_body from payload_errors")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(request.contains("updates_only=1"), "{request}");
+    assert!(error.contains("bytes received are recorded"), "{error}");
+    assert!(
+        !raw_body.is_empty() && raw_body.len() <= 64 * 1024 + 8,
+        "{} bytes recorded",
+        raw_body.len()
+    );
+    assert!(!raw_body.contains("sandbox-allesgo-token"));
+
+    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+    assert_in_step(&env, api).await;
 }
 
 /// A request window `[from, to)`.
@@ -555,6 +615,7 @@ impl Marketplace for Scripted {
                 orders: orders.clone(),
                 next,
                 requests: 1,
+                more: None,
             }),
             Err(message) => Err(MarketplaceError::Rejected {
                 what: format!("window {lane} page {index}"),

@@ -34,6 +34,9 @@ mod payload;
 ///   normalized orders (an order always comes with its lines, packages and whatever related resources
 ///   the marketplace keeps elsewhere) plus the token of the next page, if any. The poller writes each page
 ///   in one transaction. The same order may appear in several pages or runs: writes are idempotent.
+///   An answer too large to hold (allesgo's unpaginated listings) may be returned while it is still
+///   being read: its first batch as the page's orders, the rest as [`Page::more`], which the poller
+///   writes a batch per transaction as it arrives.
 /// * For [`StreamPlan::Windows`] the poller asks for half-open windows `[from, to)` over the stream's
 ///   change time (or creation time, where the API has nothing better). The adapter must return every
 ///   order that changed (or was created) in the window, and may return more: over-fetching is safe,
@@ -196,13 +199,58 @@ pub struct PageRequest {
 }
 
 /// One page of orders.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Page {
     pub orders: Vec<Order>,
     /// The token of the next page of the same window, or `None` when the window is complete.
     pub next: Option<String>,
     /// How many HTTP requests this page took (i1 fetches items and addresses separately).
     pub requests: u32,
+    /// The rest of the page's orders when its answer is still being read (an unpaginated answer
+    /// converted as it arrives, so that it is never held whole); `orders` are then its first batch.
+    pub more: Option<MoreOrders>,
+}
+
+/// A batch of a page's orders, read from an answer still arriving.
+#[derive(Debug)]
+pub struct OrderBatch {
+    pub orders: Vec<Order>,
+    /// Whether the page ends with this batch.
+    pub last: bool,
+}
+
+/// The batches of a page that come after its first ([`Page::more`]), in order. A failure here is
+/// final for the page: the answer cannot be asked for again from where it broke off, so the caller
+/// fails the run (the window's cursor stays) rather than retrying.
+#[derive(Debug)]
+pub struct MoreOrders {
+    what: String,
+    batches: tokio::sync::mpsc::Receiver<Result<OrderBatch, MarketplaceError>>,
+}
+
+impl MoreOrders {
+    /// A page's batches as `what` (the request, for errors) sends them.
+    pub fn new(
+        what: &str,
+        batches: tokio::sync::mpsc::Receiver<Result<OrderBatch, MarketplaceError>>,
+    ) -> MoreOrders {
+        MoreOrders {
+            what: what.to_owned(),
+            batches,
+        }
+    }
+
+    /// The next batch. A reader that stops before sending the last batch is an error.
+    pub async fn next(&mut self) -> Result<OrderBatch, MarketplaceError> {
+        self.batches.recv().await.unwrap_or_else(|| {
+            Err(MarketplaceError::Transient {
+                what: self.what.clone(),
+                detail: "the reading of the answer stopped before its end".to_owned(),
+                retry_after: None,
+                ambiguous: false,
+            })
+        })
+    }
 }
 
 /// A status code and its description, as a marketplace publishes them.

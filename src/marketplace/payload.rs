@@ -39,6 +39,46 @@ impl<'a> Json<'a> {
     }
 }
 
+/// A reader that keeps the last bytes it passed on, so that a body read as it arrives (never held
+/// whole) can still be recorded near where it went wrong.
+pub(crate) struct Tail<R> {
+    inner: R,
+    kept: Vec<u8>,
+    limit: usize,
+    /// Bytes passed on so far.
+    read: u64,
+}
+
+impl<R> Tail<R> {
+    pub(crate) fn new(inner: R, limit: usize) -> Tail<R> {
+        Tail {
+            inner,
+            kept: Vec::new(),
+            limit,
+            read: 0,
+        }
+    }
+
+    /// The last (at most `limit`) bytes passed on, and how many were passed on in all.
+    pub(crate) fn last(&self) -> (&[u8], u64) {
+        let start = self.kept.len().saturating_sub(self.limit);
+        (&self.kept[start..], self.read)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.kept.extend_from_slice(&buf[..n]);
+        // Trimmed to the limit once it holds twice as much, so that each byte is moved at most once.
+        if self.kept.len() > 2 * self.limit {
+            self.kept.drain(..self.kept.len() - self.limit);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Whether a response's content type is JSON; a missing one is given the benefit of the doubt.
 pub(crate) fn is_json(content_type: Option<&str>) -> bool {
     content_type.is_none_or(|ct| {
@@ -205,6 +245,23 @@ mod tests {
             Json::Other(Value::Object(_))
         ));
         assert!(Json::parse(b"[1,").is_err());
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes_read() {
+        use std::io::Read;
+        let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let mut tail = Tail::new(body.as_slice(), 100);
+        let mut buf = [0u8; 7];
+        let mut seen = Vec::new();
+        while let Ok(n @ 1..) = tail.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+            let (last, read) = tail.last();
+            assert_eq!(read, seen.len() as u64);
+            assert_eq!(last, &seen[seen.len().saturating_sub(100)..]);
+            assert!(tail.kept.len() <= 200);
+        }
+        assert_eq!(seen, body);
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //!   (`changes_only`): its first run starts when the account was registered, since the `new` stream's
 //!   backfill reads every order as it is after that moment; asking `days = initial_sync_days` would
 //!   return every order of the backfill in one unpaginated answer.
+//! - Listings are read as they arrive ([`Page::more`]): a blocking thread parses the body and converts
+//!   its orders in batches of 500, at most a batch ahead of the writes, so an answer of any size costs
+//!   about three batches of memory. An answer that breaks off fails the run after the batches before
+//!   the break are written; a malformed one is recorded with the failing order's text, or with the
+//!   last 64 KiB received when the JSON itself is broken.
 //! - [`Marketplace::status_catalog`]: `GET {base_url}/v1.0/order/status-codes`.
 //! - transitions and their read-back: see [`transitions`].
 //!
@@ -26,6 +31,8 @@ mod transitions;
 mod wire;
 
 use std::collections::HashMap;
+use std::io::BufReader;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,19 +41,25 @@ use reqwest::Method;
 use url::Url;
 
 use super::{
-    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusDescription,
-    StreamPlan, StreamSpec, Transition, TransitionRefusal,
+    AppliedTransition, Marketplace, MarketplaceError, MoreOrders, OrderBatch, Page, PageRequest,
+    StatusDescription, StreamPlan, StreamSpec, Transition, TransitionRefusal,
 };
 use crate::config::{AccountConfig, Credentials, Secret};
 use crate::domain::{Order, OrderState};
 use crate::http::{HttpClient, HttpResponse};
-use crate::marketplace::payload::is_json;
+use crate::marketplace::payload::{Tail, is_json};
+use crate::poller::error_chain;
 use state::Statuses;
-use wire::Problem;
+use wire::{ListingProblem, Problem};
 
 const STREAM_NEW: &str = "new";
 const STREAM_UPDATES: &str = "updates";
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// Orders converted per batch of a listing read as it arrives: memory holds about three batches.
+const LISTING_BATCH: usize = 500;
+/// How much of a listing's body, read as it arrives, is recorded when it turns out malformed: the
+/// bytes received last, up to where the parser stopped.
+const RECORDED_TAIL_BYTES: usize = 64 * 1024;
 
 static STREAMS: [StreamSpec; 2] = [
     StreamSpec {
@@ -76,7 +89,7 @@ pub struct Allesgo {
     /// `None` when the account's credentials are not allesgo's (configuration validation prevents
     /// it); every request then fails with a clear message instead of a panic.
     auth: Option<Auth>,
-    statuses: Statuses,
+    statuses: Arc<Statuses>,
 }
 
 struct Auth {
@@ -104,7 +117,7 @@ impl Allesgo {
             http,
             base_url: account.base_url.clone(),
             auth,
-            statuses: Statuses::new(overrides),
+            statuses: Arc::new(Statuses::new(overrides)),
         }
     }
 
@@ -118,45 +131,67 @@ impl Allesgo {
             })
     }
 
+    /// A GET of `url` with the token added.
+    fn request(&self, mut url: Url, auth: &Auth) -> reqwest::RequestBuilder {
+        url.query_pairs_mut()
+            .append_pair("access_token", auth.access_token.expose());
+        self.http
+            .request(Method::GET, url.as_str())
+            .header(reqwest::header::ACCEPT, "application/json")
+    }
+
     /// Sends a GET to `url` (the token is added here) and returns the body of a JSON response.
     async fn get(
         &self,
         what: &str,
-        mut url: Url,
+        url: Url,
         auth: &Auth,
     ) -> Result<HttpResponse, MarketplaceError> {
-        url.query_pairs_mut()
-            .append_pair("access_token", auth.access_token.expose());
-        let request = self
+        let response = self
             .http
-            .request(Method::GET, url.as_str())
-            .header(reqwest::header::ACCEPT, "application/json");
-        let response = self.http.send(what, request, wire::api_message).await?;
+            .send(what, self.request(url, auth), wire::api_message)
+            .await?;
         if !is_json(response.content_type.as_deref()) {
-            return Err(MarketplaceError::malformed(
-                &self.http,
-                what,
-                format!(
-                    "content type `{}`, expected JSON",
-                    response.content_type.as_deref().unwrap_or_default()
-                ),
-                &response.body,
-            ));
+            return Err(self.not_json(what, response.content_type.as_deref(), &response.body));
         }
         Ok(response)
     }
 
-    fn problem(&self, what: &str, problem: Problem, body: &[u8]) -> MarketplaceError {
-        match problem {
-            Problem::Malformed(reason) => {
-                MarketplaceError::malformed(&self.http, what, reason, body)
-            }
-            Problem::Rejected(message) => MarketplaceError::Rejected {
-                what: what.to_owned(),
-                status: None,
-                message: self.http.redactor().redact(&message),
-            },
+    fn not_json(&self, what: &str, content_type: Option<&str>, body: &[u8]) -> MarketplaceError {
+        let reason = format!(
+            "content type `{}`, expected JSON",
+            content_type.unwrap_or_default()
+        );
+        MarketplaceError::malformed(&self.http, what, reason, body)
+    }
+
+    /// Sends an order listing request to `url` and reads the answer as it arrives, on a blocking
+    /// thread, converting its orders in batches of [`LISTING_BATCH`]: an unpaginated answer may hold
+    /// every order changed in days. The reader runs at most a batch ahead of the caller and stops
+    /// when the batches are dropped.
+    async fn list(
+        &self,
+        what: &str,
+        url: Url,
+        auth: &Auth,
+    ) -> Result<MoreOrders, MarketplaceError> {
+        let response = self
+            .http
+            .send_streaming(what, self.request(url, auth), wire::api_message)
+            .await?;
+        if !is_json(response.content_type.as_deref()) {
+            let content_type = response.content_type.clone();
+            let start = response.first_bytes(RECORDED_TAIL_BYTES).await;
+            return Err(self.not_json(what, content_type.as_deref(), &start));
         }
+        let body = response.into_reader();
+        let (sender, batches) = tokio::sync::mpsc::channel(1);
+        let (http, statuses, what_owned) =
+            (self.http.clone(), self.statuses.clone(), what.to_owned());
+        tokio::task::spawn_blocking(move || {
+            read_listing(body, &http, &statuses, &what_owned, &sender);
+        });
+        Ok(MoreOrders::new(what, batches))
     }
 }
 
@@ -181,13 +216,13 @@ impl Marketplace for Allesgo {
         let what = format!("GET order/store {}", describe(&query));
         let auth = self.auth(&what)?;
         let url = orders_url(&self.base_url, &auth.store_id, &query);
-        let response = self.get(&what, url, auth).await?;
-        let orders = wire::parse_orders(&response.body, &self.statuses, self.http.redactor())
-            .map_err(|p| self.problem(&what, p, &response.body))?;
+        let mut more = self.list(&what, url, auth).await?;
+        let first = more.next().await?;
         Ok(Page {
-            orders,
+            orders: first.orders,
             next: None,
             requests: 1,
+            more: (!first.last).then_some(more),
         })
     }
 
@@ -196,7 +231,8 @@ impl Marketplace for Allesgo {
         let auth = self.auth(what)?;
         let url = endpoint(&self.base_url, &["v1.0", "order", "status-codes"]);
         let response = self.get(what, url, auth).await?;
-        wire::parse_status_codes(&response.body).map_err(|p| self.problem(what, p, &response.body))
+        wire::parse_status_codes(&response.body)
+            .map_err(|p| problem(&self.http, what, p, &response.body))
     }
 
     fn validate_transition(
@@ -222,6 +258,61 @@ impl Marketplace for Allesgo {
     fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
         transitions::parse(transition).is_ok_and(|action| transitions::took_effect(&action, order))
     }
+}
+
+/// The error of a 200 answer that could not be used; `body` is what is recorded of it.
+fn problem(http: &HttpClient, what: &str, problem: Problem, body: &[u8]) -> MarketplaceError {
+    match problem {
+        Problem::Malformed(reason) => MarketplaceError::malformed(http, what, reason, body),
+        Problem::Rejected(message) => MarketplaceError::Rejected {
+            what: what.to_owned(),
+            status: None,
+            message: http.redactor().redact(&message),
+        },
+    }
+}
+
+/// Reads a listing's body on a blocking thread and sends its orders in batches of [`LISTING_BATCH`]
+/// to `batches`, then the error that stopped it, if any (nothing when the receiver is gone).
+fn read_listing(
+    body: impl std::io::Read,
+    http: &HttpClient,
+    statuses: &Statuses,
+    what: &str,
+    batches: &tokio::sync::mpsc::Sender<Result<OrderBatch, MarketplaceError>>,
+) {
+    let mut body = Tail::new(body, RECORDED_TAIL_BYTES);
+    let read = {
+        let mut de = serde_json::Deserializer::from_reader(BufReader::new(&mut body));
+        wire::read_orders(&mut de, statuses, http.redactor(), LISTING_BATCH, |batch| {
+            batches.blocking_send(Ok(batch)).is_ok()
+        })
+    };
+    let error = match read {
+        Ok(()) | Err(ListingProblem::Stopped) => return,
+        Err(ListingProblem::Order { index, reason, raw }) => {
+            let reason = format!("order #{index}: {reason} (its text is recorded)");
+            MarketplaceError::malformed(http, what, reason, raw.as_bytes())
+        }
+        Err(ListingProblem::Body(Problem::Malformed(reason))) => {
+            let (last, read) = body.last();
+            let reason = format!(
+                "{reason} (the last {} of the {read} bytes received are recorded)",
+                last.len()
+            );
+            MarketplaceError::malformed(http, what, reason, last)
+        }
+        Err(ListingProblem::Body(rejected)) => problem(http, what, rejected, &[]),
+        Err(ListingProblem::Read(e)) => MarketplaceError::Transient {
+            what: what.to_owned(),
+            detail: http
+                .redactor()
+                .redact(&format!("the answer broke off: {}", error_chain(&e))),
+            retry_after: None,
+            ambiguous: false,
+        },
+    };
+    let _ = batches.blocking_send(Err(error));
 }
 
 /// The query of an order listing for `stream` over `[from, to)`, without the token; `None` for a

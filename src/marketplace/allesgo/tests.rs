@@ -10,7 +10,9 @@ use axum::routing::get;
 use chrono::TimeZone;
 use rust_decimal::Decimal;
 
-use super::wire::{Problem, api_message, parse_orders, parse_status_codes};
+use super::wire::{
+    ListingProblem, Problem, api_message, parse_orders, parse_status_codes, read_orders,
+};
 use super::*;
 use crate::domain::MarketplaceKind;
 use crate::http::{HttpSettings, Redactor};
@@ -222,6 +224,106 @@ fn garbage_is_malformed_never_a_panic() {
     }
 }
 
+/// A listing of `n` orders, each the single-order fixture's with its own code (`AG-1`, `AG-2`, …);
+/// the order at `bad_at` (from 1) has none.
+fn listing(n: usize, bad_at: Option<usize>) -> String {
+    let single: serde_json::Value = serde_json::from_str(fixture!("orders_single.json")).unwrap();
+    let orders: Vec<serde_json::Value> = (1..=n)
+        .map(|i| {
+            let mut order = single["data"].clone();
+            order["code"] = if bad_at == Some(i) {
+                serde_json::Value::Null
+            } else {
+                format!("AG-{i}").into()
+            };
+            order
+        })
+        .collect();
+    serde_json::json!({ "data": orders }).to_string()
+}
+
+/// The external ids of each batch delivered, and whether it was the last.
+type Delivered = Vec<(Vec<String>, bool)>;
+
+/// Reads `body` as it would arrive, in batches of `batch_size`: what was delivered, and how the
+/// reading ended.
+fn read_in_batches(body: &str, batch_size: usize) -> (Delivered, Result<(), ListingProblem>) {
+    let mut batches = Vec::new();
+    let mut de = serde_json::Deserializer::from_reader(body.as_bytes());
+    let read = read_orders(
+        &mut de,
+        &statuses(),
+        &Redactor::default(),
+        batch_size,
+        |batch| {
+            let ids = batch.orders.into_iter().map(|o| o.external_id).collect();
+            batches.push((ids, batch.last));
+            true
+        },
+    );
+    (batches, read)
+}
+
+#[test]
+fn a_listing_is_delivered_in_batches_as_it_is_read() {
+    let (batches, read) = read_in_batches(&listing(5, None), 2);
+    read.unwrap();
+    let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        batches,
+        [
+            (ids(&["AG-1", "AG-2"]), false),
+            (ids(&["AG-3", "AG-4"]), false),
+            (ids(&["AG-5"]), true)
+        ]
+    );
+    // A count that fills the batches exactly ends with an empty last one.
+    let (batches, read) = read_in_batches(&listing(2, None), 2);
+    read.unwrap();
+    assert_eq!(batches, [(ids(&["AG-1", "AG-2"]), false), (vec![], true)]);
+    // A single order, null and an error read the same as held whole.
+    let (batches, _) = read_in_batches(fixture!("orders_single.json"), 2);
+    assert_eq!(batches, [(ids(&["AG-2024050112"]), true)]);
+    assert_eq!(read_in_batches(r#"{"data": null}"#, 2).0, [(vec![], true)]);
+    assert!(matches!(
+        read_in_batches(fixture!("error_plain.json"), 2).1,
+        Err(ListingProblem::Body(Problem::Rejected(_)))
+    ));
+}
+
+#[test]
+fn a_bad_order_stops_the_listing_after_the_batches_before_it_and_keeps_its_text() {
+    let (batches, read) = read_in_batches(&listing(5, Some(4)), 2);
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    assert_eq!(batches[0].0, ["AG-1", "AG-2"]);
+    let Err(ListingProblem::Order { index, reason, raw }) = read else {
+        panic!("{read:?}");
+    };
+    assert_eq!(index, 4);
+    assert!(reason.contains("code"), "{reason}");
+    let order: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert!(
+        order["code"].is_null() && order["packages"].is_array(),
+        "{raw}"
+    );
+
+    let body = listing(5, None);
+    let (batches, read) = read_in_batches(&body[..body.len() / 2], 2);
+    assert!(!batches.is_empty() && batches.iter().all(|(_, last)| !last));
+    assert!(
+        matches!(&read, Err(ListingProblem::Body(Problem::Malformed(reason))) if reason.contains("EOF")),
+        "{read:?}"
+    );
+}
+
+#[test]
+fn a_listing_stops_when_nobody_takes_its_batches() {
+    let body = listing(5, None);
+    let mut de = serde_json::Deserializer::from_reader(body.as_bytes());
+    let read = read_orders(&mut de, &statuses(), &Redactor::default(), 2, |_| false);
+    assert!(matches!(read, Err(ListingProblem::Stopped)), "{read:?}");
+}
+
 #[test]
 fn secrets_are_scrubbed_from_raw() {
     let body = format!(
@@ -393,6 +495,47 @@ async fn serve() -> (Allesgo, Shared) {
     )
     .unwrap();
     (Allesgo::new(&account, http, &HashMap::new()), exchange)
+}
+
+/// The last `n` characters of `text`.
+fn last_chars(text: &str, n: usize) -> String {
+    let mut last: Vec<char> = text.chars().rev().take(n).collect();
+    last.reverse();
+    last.into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_large_answer_arrives_in_batches_and_a_cut_one_is_recorded_from_its_end() {
+    let (allesgo, exchange) = serve().await;
+    let body: &'static str = Box::leak(listing(1_200, None).into_boxed_str());
+    exchange.lock().unwrap().reply = Some((StatusCode::OK, "application/json", body));
+    let page = allesgo.fetch_page("updates", &window()).await.unwrap();
+    let mut sizes = vec![page.orders.len()];
+    let mut more = page.more.expect("the rest of the answer");
+    loop {
+        let batch = more.next().await.unwrap();
+        sizes.push(batch.orders.len());
+        if batch.last {
+            break;
+        }
+    }
+    assert_eq!(sizes, [500, 500, 200]);
+
+    // Cut within the second batch: the first arrives, then the error, with the end of what came.
+    let cut = &body[..body.len() * 3 / 4];
+    exchange.lock().unwrap().reply = Some((StatusCode::OK, "application/json", cut));
+    let page = allesgo.fetch_page("updates", &window()).await.unwrap();
+    assert_eq!(page.orders.len(), 500);
+    let error = page.more.expect("the rest").next().await.unwrap_err();
+    let MarketplaceError::Malformed {
+        reason, raw_body, ..
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert!(reason.contains("bytes received are recorded"), "{reason}");
+    assert!(raw_body.len() <= 64 * 1024 + 8, "{}", raw_body.len());
+    assert_eq!(last_chars(raw_body, 1_000), last_chars(cut, 1_000));
 }
 
 fn window() -> PageRequest {

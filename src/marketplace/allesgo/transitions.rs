@@ -270,7 +270,8 @@ impl Allesgo {
                 &response.body,
             ));
         }
-        wire::action_result(&response.body).map_err(|p| self.problem(&what, p, &response.body))?;
+        wire::action_result(&response.body)
+            .map_err(|p| super::problem(&self.http, &what, p, &response.body))?;
         Ok(AppliedTransition {
             request_summary,
             http_status: response.status.as_u16(),
@@ -289,7 +290,7 @@ impl Allesgo {
         let url = orders_url(&self.base_url, &auth.store_id, &query);
         let response = self.get(&what, url, auth).await?;
         let orders = wire::parse_orders(&response.body, &self.statuses, self.http.redactor())
-            .map_err(|p| self.problem(&what, p, &response.body))?;
+            .map_err(|p| super::problem(&self.http, &what, p, &response.body))?;
         Ok(orders.into_iter().find(|o| o.external_id == external_id))
     }
 }

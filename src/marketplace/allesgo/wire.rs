@@ -17,16 +17,18 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::state::{Statuses, derive_order_state};
 use crate::domain::{Currency, Order, OrderLine, Package, RawStatus};
 use crate::http::Redactor;
-use crate::marketplace::StatusDescription;
 use crate::marketplace::payload::istanbul;
 use crate::marketplace::payload::{Json, amount, kind, scrub};
+use crate::marketplace::{OrderBatch, StatusDescription};
 
 /// Why a 200 response could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,39 +86,241 @@ struct WireStatusCode {
     description: Option<String>,
 }
 
-/// The orders of a `GET /v1.0/order/store/{storeId}` response. `data` may be an array, a single
-/// order or null (no orders).
+/// The orders of a `GET /v1.0/order/store/{storeId}` response held whole (a read-back). `data` may be
+/// an array, a single order or null (no orders).
 pub(super) fn parse_orders(
     body: &[u8],
     statuses: &Statuses,
     redactor: &Redactor,
 ) -> Result<Vec<Order>, Problem> {
-    let orders: Box<dyn Iterator<Item = Result<Value, String>> + '_> = match envelope(body)? {
-        // One order's value tree at a time: an unpaginated answer may hold thousands.
-        Json::Array(orders) => Box::new(
-            orders
-                .into_iter()
-                .map(|text| serde_json::from_str(text.get()).map_err(|e| e.to_string())),
-        ),
-        Json::Other(Value::Null) => Box::new(std::iter::empty()),
-        Json::Other(order @ Value::Object(_)) => Box::new(std::iter::once(Ok(order))),
-        Json::Other(other) => {
-            return Err(Problem::Malformed(format!(
-                "`data` is a {}, expected orders",
-                kind(&other)
-            )));
+    let mut orders = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    read_orders(&mut de, statuses, redactor, usize::MAX, |batch| {
+        orders.extend(batch.orders);
+        true
+    })
+    .map_err(|problem| match problem {
+        ListingProblem::Body(problem) => problem,
+        ListingProblem::Order { index, reason, .. } => {
+            Problem::Malformed(format!("order #{index}: {reason}"))
+        }
+        ListingProblem::Read(e) => Problem::Malformed(format!("not JSON: {e}")),
+        ListingProblem::Stopped => {
+            Problem::Malformed("the listing was not read to its end".to_owned())
+        }
+    })?;
+    Ok(orders)
+}
+
+/// Why reading a listing stopped.
+#[derive(Debug)]
+pub(super) enum ListingProblem {
+    /// The body as a whole is not what the document describes, or reports an error.
+    Body(Problem),
+    /// The `index`-th order (from 1) could not be converted; `raw` is its text as received.
+    Order {
+        index: usize,
+        reason: String,
+        raw: String,
+    },
+    /// Reading the body failed: the connection broke off.
+    Read(std::io::Error),
+    /// `deliver` asked to stop: nobody waits for the orders any more.
+    Stopped,
+}
+
+/// Reads the orders of a `GET /v1.0/order/store/{storeId}` response from `de` and hands them to
+/// `deliver` in batches of at most `batch_size` as they are read, the last one (possibly empty) marked
+/// as such; `deliver` returns `false` to stop. An array is read one order at a time, so an unpaginated
+/// answer of any size costs one batch of orders in memory, not the whole body: orders before a problem
+/// have been delivered when it is returned. Members other than `data` (an error, a message) are
+/// judged after the whole envelope is read.
+pub(super) fn read_orders<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    statuses: &Statuses,
+    redactor: &Redactor,
+    batch_size: usize,
+    deliver: impl FnMut(OrderBatch) -> bool,
+) -> Result<(), ListingProblem> {
+    let mut listing = Listing {
+        statuses,
+        redactor,
+        batch_size,
+        batch: Vec::new(),
+        read: 0,
+        deliver,
+        failure: None,
+    };
+    let read = EnvelopeSeed(&mut listing)
+        .deserialize(&mut *de)
+        .and_then(|envelope| de.end().map(|()| envelope));
+    let (members, data) = match read {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return Err(listing.failure.take().unwrap_or_else(|| {
+                if e.is_io() {
+                    ListingProblem::Read(e.into())
+                } else if e.is_data() {
+                    ListingProblem::Body(Problem::Malformed(e.to_string()))
+                } else {
+                    ListingProblem::Body(Problem::Malformed(format!("not JSON: {e}")))
+                }
+            }));
         }
     };
-    orders
-        .enumerate()
-        .map(|(i, raw)| {
-            raw.and_then(|mut raw| {
-                scrub(&mut raw, redactor, &["access_token"]);
-                convert_order(raw, statuses)
+    let data = judge(&members, data, |data| match data {
+        Data::Value(Value::Object(inner)) => Some(inner),
+        _ => None,
+    })
+    .map_err(ListingProblem::Body)?;
+    match data {
+        Data::Orders | Data::Value(Value::Null) => {}
+        Data::Value(order @ Value::Object(_)) => {
+            listing.order(&order.to_string())?;
+        }
+        Data::Value(other) => {
+            return Err(ListingProblem::Body(Problem::Malformed(format!(
+                "`data` is a {}, expected orders",
+                kind(&other)
+            ))));
+        }
+    }
+    listing.flush(true)
+}
+
+/// A listing being read: the batch being filled and where it goes.
+struct Listing<'a, F> {
+    statuses: &'a Statuses,
+    redactor: &'a Redactor,
+    batch_size: usize,
+    batch: Vec<Order>,
+    /// Orders read so far.
+    read: usize,
+    deliver: F,
+    /// Why the listing stopped, when an order or `deliver` stopped it (serde's error then only says
+    /// that it stopped).
+    failure: Option<ListingProblem>,
+}
+
+impl<F: FnMut(OrderBatch) -> bool> Listing<'_, F> {
+    /// Converts one order from its text and delivers the batch when it is full.
+    fn order(&mut self, text: &str) -> Result<(), ListingProblem> {
+        self.read += 1;
+        let order = serde_json::from_str(text)
+            .map_err(|e| e.to_string())
+            .and_then(|mut raw| {
+                scrub(&mut raw, self.redactor, &["access_token"]);
+                convert_order(raw, self.statuses)
             })
-            .map_err(|e| Problem::Malformed(format!("order #{}: {e}", i + 1)))
-        })
-        .collect()
+            .map_err(|reason| ListingProblem::Order {
+                index: self.read,
+                reason,
+                raw: text.to_owned(),
+            })?;
+        self.batch.push(order);
+        if self.batch.len() >= self.batch_size {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, last: bool) -> Result<(), ListingProblem> {
+        let orders = std::mem::take(&mut self.batch);
+        if (self.deliver)(OrderBatch { orders, last }) {
+            Ok(())
+        } else {
+            Err(ListingProblem::Stopped)
+        }
+    }
+
+    /// Records why reading stopped, as an error serde carries out.
+    fn stop<E: serde::de::Error>(&mut self, problem: ListingProblem) -> E {
+        self.failure = Some(problem);
+        E::custom("the listing stopped")
+    }
+}
+
+/// What the envelope's `data` member held.
+enum Data {
+    /// An array, whose orders were delivered as they were read.
+    Orders,
+    Value(Value),
+}
+
+/// The envelope: its members other than `data`, and `data` when present.
+struct EnvelopeSeed<'l, 'a, F>(&'l mut Listing<'a, F>);
+
+impl<'de, F: FnMut(OrderBatch) -> bool> DeserializeSeed<'de> for EnvelopeSeed<'_, '_, F> {
+    type Value = (Map<String, Value>, Option<Data>);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, F: FnMut(OrderBatch) -> bool> Visitor<'de> for EnvelopeSeed<'_, '_, F> {
+    type Value = (Map<String, Value>, Option<Data>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with `data`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Map::new();
+        let mut data = None;
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "data" {
+                data = Some(map.next_value_seed(DataSeed(&mut *self.0))?);
+            } else {
+                members.insert(name, map.next_value()?);
+            }
+        }
+        Ok((members, data))
+    }
+}
+
+/// The `data` member: an array is read (and delivered) order by order, anything else as a value.
+struct DataSeed<'l, 'a, F>(&'l mut Listing<'a, F>);
+
+impl<'de, F: FnMut(OrderBatch) -> bool> DeserializeSeed<'de> for DataSeed<'_, '_, F> {
+    type Value = Data;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Data, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(OrderBatch) -> bool> Visitor<'de> for DataSeed<'_, '_, F> {
+    type Value = Data;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("orders")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Data, A::Error> {
+        while let Some(text) = seq.next_element::<Box<RawValue>>()? {
+            if let Err(problem) = self.0.order(text.get()) {
+                return Err(self.0.stop(problem));
+            }
+        }
+        Ok(Data::Orders)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Data, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Data::Value)
+    }
+
+    fn visit_unit<E>(self) -> Result<Data, E> {
+        Ok(Data::Value(Value::Null))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Data, E> {
+        Ok(Data::Value(Value::Bool(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Data, E> {
+        Ok(Data::Value(Value::String(v.to_owned())))
+    }
 }
 
 /// The catalogue of a `GET /v1.0/order/status-codes` response.
@@ -200,14 +404,28 @@ fn envelope(body: &[u8]) -> Result<Json<'_>, Problem> {
             map.insert(name, serde_json::from_str(text.get()).map_err(malformed)?);
         }
     }
-    if (map.get("error").is_some_and(|e| !e.is_null()) || data.is_none())
-        && let Some(message) = error_message(&map)
+    judge(&map, data, |data| match data {
+        Json::Other(Value::Object(inner)) => Some(inner),
+        _ => None,
+    })
+}
+
+/// The envelope's verdict, from its members other than `data` and its `data` (`object` shows an
+/// object `data` as a map): an `error` member, or a message without `data`, is the API refusing;
+/// no `data` at all is malformed.
+fn judge<D>(
+    members: &Map<String, Value>,
+    data: Option<D>,
+    object: impl Fn(&D) -> Option<&Map<String, Value>>,
+) -> Result<D, Problem> {
+    if (members.get("error").is_some_and(|e| !e.is_null()) || data.is_none())
+        && let Some(message) = error_message(members)
     {
         return Err(Problem::Rejected(message));
     }
     let data = data.ok_or_else(|| Problem::Malformed("no `data` member".to_owned()))?;
     // Actions answer `{"data": {"success": false, "message": …}}`; a listing could fail alike.
-    if let Json::Other(Value::Object(inner)) = &data
+    if let Some(inner) = object(&data)
         && inner.get("success") == Some(&Value::Bool(false))
     {
         return Err(Problem::Rejected(

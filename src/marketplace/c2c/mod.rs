@@ -237,6 +237,7 @@ impl Marketplace for C2c {
                         orders: Vec::new(),
                         next: None,
                         requests: 0,
+                        more: None,
                     });
                 }
                 (
@@ -261,6 +262,7 @@ impl Marketplace for C2c {
             orders,
             next: None,
             requests: 1,
+            more: None,
         })
     }
     fn validate_transition(

@@ -243,6 +243,7 @@ impl Gittigidiyor {
             orders,
             next,
             requests: 1,
+            more: None,
         })
     }
 }

@@ -116,6 +116,7 @@ impl I1 {
             orders,
             next,
             requests: counter.load(Ordering::Relaxed),
+            more: None,
         })
     }
 

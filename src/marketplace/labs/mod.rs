@@ -127,6 +127,7 @@ impl Labs {
             orders,
             next,
             requests: 1,
+            more: None,
         })
     }
 }
