@@ -12,8 +12,8 @@
 //!   backfill reads every order as it is after that moment; asking `days = initial_sync_days` would
 //!   return every order of the backfill in one unpaginated answer.
 //! - Listings are read as they arrive ([`Page::more`]): a blocking thread parses the body and converts
-//!   its orders in batches of 500, at most a batch ahead of the writes, so an answer of any size costs
-//!   about three batches of memory. An answer that breaks off fails the run after the batches before
+//!   its orders in batches of 500, at most a batch ahead of the writes, so an answer of any size
+//!   costs about two batches of memory. An answer that breaks off fails the run after the batches before
 //!   the break are written; a malformed one is recorded with the failing order's text, or with the
 //!   last 64 KiB received when the JSON itself is broken.
 //! - [`Marketplace::status_catalog`]: `GET {base_url}/v1.0/order/status-codes`.
@@ -55,7 +55,8 @@ use wire::{ListingProblem, Problem};
 const STREAM_NEW: &str = "new";
 const STREAM_UPDATES: &str = "updates";
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-/// Orders converted per batch of a listing read as it arrives: memory holds about three batches.
+/// Orders converted per batch of a listing read as it arrives, and written per transaction: memory
+/// holds two batches.
 const LISTING_BATCH: usize = 500;
 /// How much of a listing's body, read as it arrives, is recorded when it turns out malformed: the
 /// bytes received last, up to where the parser stopped.
@@ -272,8 +273,9 @@ fn problem(http: &HttpClient, what: &str, problem: Problem, body: &[u8]) -> Mark
     }
 }
 
-/// Reads a listing's body on a blocking thread and sends its orders in batches of [`LISTING_BATCH`]
-/// to `batches`, then the error that stopped it, if any (nothing when the receiver is gone).
+/// Reads a listing's body on a blocking thread (within the runtime) and sends its orders in batches
+/// of [`LISTING_BATCH`] to `batches`, then the error that stopped it, if any (nothing when the
+/// receiver is gone).
 fn read_listing(
     body: impl std::io::Read,
     http: &HttpClient,
@@ -281,11 +283,14 @@ fn read_listing(
     what: &str,
     batches: &tokio::sync::mpsc::Sender<Result<OrderBatch, MarketplaceError>>,
 ) {
+    let runtime = tokio::runtime::Handle::current();
     let mut body = Tail::new(body, RECORDED_TAIL_BYTES);
     let read = {
         let mut de = serde_json::Deserializer::from_reader(BufReader::new(&mut body));
         wire::read_orders(&mut de, statuses, http.redactor(), LISTING_BATCH, |batch| {
-            batches.blocking_send(Ok(batch)).is_ok()
+            // Reading goes on only once the batch is taken: one batch being written and one being
+            // read, never a third waiting between them.
+            batches.blocking_send(Ok(batch)).is_ok() && runtime.block_on(batches.reserve()).is_ok()
         })
     };
     let error = match read {
