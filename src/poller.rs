@@ -507,57 +507,33 @@ impl AccountPoller {
     async fn run_lanes(
         &self,
         run: &LaneRun<'_>,
-        mut planner: LanePlanner,
+        planner: LanePlanner,
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
         let spec = run.spec;
-        let mut lanes: Vec<Lane> = Vec::new();
-        // Each fetch (the request, its retries and the parsing of the answer) is a task of its own, so
-        // that parsing runs on another core while this task drives the write; dropping the set (an
-        // early return) stops them.
-        let mut in_flight = JoinSet::new();
-        let fetcher = self.fetcher(spec, run);
-        let mut ready: HashMap<Slot, Result<Option<Page>, PollError>> = HashMap::new();
-        let mut discarded: HashSet<Slot> = HashSet::new();
+        let mut fetches = Fetches::new(planner, self.fetcher(spec, run), self.account.page_size);
         // The page to write next: lane `lane`, its `index`-th confirmed token.
         let (mut lane, mut index) = (0usize, 0usize);
         loop {
             if run.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            self.request_ahead(
-                run,
-                &mut planner,
-                &mut lanes,
-                &mut in_flight,
-                ready.len(),
-                &fetcher,
-                (lane, index),
-            );
-            if lane == lanes.len() {
+            fetches.request_ahead(run.changed_since, (lane, index));
+            if lane == fetches.lanes.len() {
                 // Every lane is written and none is left to plan.
                 return Ok(true);
             }
-            let next = lanes[lane].confirmed.get(index).map(|token| Slot {
-                lane,
-                token: token.clone(),
-            });
-            let Some(result) = next.and_then(|slot| ready.remove(&slot)) else {
-                match in_flight.join_next().await {
-                    Some(joined) => {
-                        let Some((done, result)) = fetched(joined) else {
-                            return Ok(false);
-                        };
-                        arrived(&mut lanes, &mut ready, &mut discarded, done, result)
-                    }
-                    None => unreachable!("the page to write next is always requested"),
+            let Some(result) = fetches.take(lane, index) else {
+                if !fetches.take_in_one().await {
+                    return Ok(false);
                 }
                 continue;
             };
             let Some(page) = result? else {
                 return Ok(false);
             };
-            let (mut group, after) = coalesce(&lanes, &mut ready, (lane, index), page);
+            let lanes = &fetches.lanes;
+            let (mut group, after) = coalesce(lanes, &mut fetches.ready, (lane, index), page);
             let more = group.last_mut().and_then(|(_, page)| page.more.take());
             // The checkpoint of the last lane that ends within the group: everything before it is
             // written in this write or was committed before.
@@ -574,16 +550,9 @@ impl AccountPoller {
                 .collect();
             // The pages taken out make room for requests, which go out now rather than after the write;
             // pages keep arriving (and are parsed) while these are written.
-            self.request_ahead(
-                run,
-                &mut planner,
-                &mut lanes,
-                &mut in_flight,
-                ready.len(),
-                &fetcher,
-                after,
-            );
+            fetches.request_ahead(run.changed_since, after);
             {
+                let fetcher = fetches.fetcher.clone();
                 let write = async {
                     let Some(more) = more else {
                         return self
@@ -592,16 +561,8 @@ impl AccountPoller {
                     };
                     self.write(spec, run.lease, &pages, None, totals).await?;
                     let window_from = pages.last().and_then(|(_, from)| *from);
-                    self.write_rest(
-                        spec,
-                        run.lease,
-                        &fetcher,
-                        more,
-                        window_from,
-                        checkpoint,
-                        totals,
-                    )
-                    .await
+                    self.write_rest(run.lease, &fetcher, more, window_from, checkpoint, totals)
+                        .await
                 };
                 tokio::pin!(write);
                 loop {
@@ -610,18 +571,17 @@ impl AccountPoller {
                             written?;
                             break;
                         }
-                        Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                            let Some((done, result)) = fetched(joined) else {
+                        taken = fetches.take_in_one(), if !fetches.in_flight.is_empty() => {
+                            if !taken {
                                 return Ok(false);
-                            };
-                            arrived(&mut lanes, &mut ready, &mut discarded, done, result);
+                            }
                         }
                     }
                 }
             }
             let (from, to) = run.range;
             for (written, page) in &group {
-                let current = &lanes[*written];
+                let current = &fetches.lanes[*written];
                 let position = if page.next.is_none() {
                     current.to
                 } else {
@@ -632,90 +592,6 @@ impl AccountPoller {
             }
             (lane, index) = after;
         }
-    }
-
-    /// Plans lanes and sends requests while there is room (counting those in flight and the `waiting`
-    /// pages fetched but not written), and always for the page to write next, `at`.
-    #[allow(clippy::too_many_arguments)]
-    fn request_ahead(
-        &self,
-        run: &LaneRun<'_>,
-        planner: &mut LanePlanner,
-        lanes: &mut Vec<Lane>,
-        in_flight: &mut JoinSet<(Slot, Result<Option<Page>, PollError>)>,
-        waiting: usize,
-        fetcher: &PageFetcher,
-        (lane, index): (usize, usize),
-    ) {
-        while (in_flight.len() + waiting < FETCH_AHEAD
-            && (in_flight.len() + waiting + 1) * orders_per_page(lanes) <= FETCH_AHEAD_ORDERS)
-            || lanes
-                .get(lane)
-                .is_none_or(|l| l.requested_confirmed <= index)
-        {
-            let Some(slot) = self.next_slot(run.spec, planner, lanes, lane) else {
-                break;
-            };
-            let request = lanes[slot.lane].request(
-                slot.token.clone(),
-                self.account.page_size,
-                run.changed_since,
-            );
-            let fetcher = fetcher.clone();
-            in_flight.spawn(
-                async move {
-                    let page = fetcher.fetch(&request).await;
-                    (slot, page)
-                }
-                .instrument(tracing::Span::current()),
-            );
-        }
-    }
-
-    /// The next page worth asking for, planning a new lane when that is what comes next.
-    fn next_slot(
-        &self,
-        spec: &StreamSpec,
-        planner: &mut LanePlanner,
-        lanes: &mut Vec<Lane>,
-        writing: usize,
-    ) -> Option<Slot> {
-        for (i, lane) in lanes.iter_mut().enumerate().skip(writing) {
-            if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
-                lane.requested_confirmed += 1;
-                return Some(Slot { lane: i, token });
-            }
-            // Guess further pages only of the lane being written, once it is known to have a second, and
-            // no more pages ahead than the lane has shown so far (a short lane wastes few requests).
-            if i == writing
-                && !lane.ended
-                && lane.confirmed.len() > 1
-                && lane.speculated.len() < lane.checked
-            {
-                let guess = lane
-                    .speculated
-                    .last()
-                    .or_else(|| lane.confirmed.last().and_then(Option::as_ref))
-                    .and_then(|last| self.marketplace.page_after(spec.name, last));
-                if let Some(token) = guess {
-                    lane.speculated.push(token.clone());
-                    return Some(Slot {
-                        lane: i,
-                        token: Some(token),
-                    });
-                }
-            }
-        }
-        if lanes.len() > writing + FETCH_AHEAD {
-            return None;
-        }
-        let lane = planner.next_lane(lanes.last())?;
-        lanes.push(lane);
-        lanes.last_mut().unwrap().requested_confirmed = 1;
-        Some(Slot {
-            lane: lanes.len() - 1,
-            token: None,
-        })
     }
 
     /// What the fetches of `run` need, owned.
@@ -769,7 +645,7 @@ impl AccountPoller {
         let count = parts.len();
         for (i, part) in parts.iter().enumerate() {
             let checkpoint = checkpoint.filter(|_| i + 1 == count);
-            self.write_part(spec, lease, part, checkpoint, totals)
+            self.write_part(spec.name, lease, part, checkpoint, totals)
                 .await?;
         }
         for (page, _) in pages {
@@ -782,10 +658,8 @@ impl AccountPoller {
     /// Writes the rest of a page whose answer is still being read ([`Page::more`]), a transaction per
     /// batch as it arrives, the checkpoint with the last. A failure of the answer fails the run: the
     /// orders written so far stay (they are real), the cursor does not move.
-    #[allow(clippy::too_many_arguments)]
     async fn write_rest(
         &self,
-        spec: &StreamSpec,
         lease: &Lease,
         fetcher: &PageFetcher,
         mut more: MoreOrders,
@@ -803,7 +677,7 @@ impl AccountPoller {
                 window_from,
             }];
             let checkpoint = checkpoint.filter(|_| batch.last);
-            self.write_part(spec, lease, &part, checkpoint, totals)
+            self.write_part(fetcher.stream, lease, &part, checkpoint, totals)
                 .await?;
             if batch.last {
                 return Ok(());
@@ -814,7 +688,7 @@ impl AccountPoller {
     /// Writes orders in one transaction, with the checkpoint they justify.
     async fn write_part(
         &self,
-        spec: &StreamSpec,
+        stream: &str,
         lease: &Lease,
         pages: &[PageOrders<'_>],
         checkpoint: Option<(&str, DateTime<Utc>)>,
@@ -833,7 +707,7 @@ impl AccountPoller {
         .await
         .map_err(|source| PollError::Store {
             account: self.account.name.clone(),
-            stream: spec.name.to_owned(),
+            stream: stream.to_owned(),
             source,
         })?;
         totals.counts += counts;
@@ -860,6 +734,178 @@ struct LaneRun<'a> {
     changed_since: Option<DateTime<Utc>>,
     shutdown: &'a CancellationToken,
     progress: &'a dyn Progress,
+}
+
+/// A run's pages on their way to being written: the lanes planned so far, the fetches in flight (each
+/// a task of its own: the request, its retries and the parsing of the answer, so that parsing runs on
+/// another core while the run's task drives the write; dropping this stops them), and the pages
+/// fetched and not yet written.
+struct Fetches {
+    planner: LanePlanner,
+    lanes: Vec<Lane>,
+    in_flight: JoinSet<(Slot, Result<Option<Page>, PollError>)>,
+    ready: HashMap<Slot, Result<Option<Page>, PollError>>,
+    /// Pages asked for ahead that turned out useless while in flight: dropped when they arrive.
+    discarded: HashSet<Slot>,
+    fetcher: PageFetcher,
+    page_size: u32,
+}
+
+impl Fetches {
+    fn new(planner: LanePlanner, fetcher: PageFetcher, page_size: u32) -> Fetches {
+        Fetches {
+            planner,
+            lanes: Vec::new(),
+            in_flight: JoinSet::new(),
+            ready: HashMap::new(),
+            discarded: HashSet::new(),
+            fetcher,
+            page_size,
+        }
+    }
+
+    /// Plans lanes and sends requests while there is room (counting those in flight and the pages
+    /// fetched but not written), and always for the page to write next, `at`.
+    fn request_ahead(
+        &mut self,
+        changed_since: Option<DateTime<Utc>>,
+        (lane, index): (usize, usize),
+    ) {
+        while (self.in_flight.len() + self.ready.len() < FETCH_AHEAD
+            && (self.in_flight.len() + self.ready.len() + 1) * orders_per_page(&self.lanes)
+                <= FETCH_AHEAD_ORDERS)
+            || self
+                .lanes
+                .get(lane)
+                .is_none_or(|l| l.requested_confirmed <= index)
+        {
+            let Some(slot) = self.next_slot(lane) else {
+                break;
+            };
+            let request =
+                self.lanes[slot.lane].request(slot.token.clone(), self.page_size, changed_since);
+            let fetcher = self.fetcher.clone();
+            self.in_flight.spawn(
+                async move {
+                    let page = fetcher.fetch(&request).await;
+                    (slot, page)
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+    }
+
+    /// The next page worth asking for, planning a new lane when that is what comes next.
+    fn next_slot(&mut self, writing: usize) -> Option<Slot> {
+        let (marketplace, stream) = (&self.fetcher.marketplace, self.fetcher.stream);
+        for (i, lane) in self.lanes.iter_mut().enumerate().skip(writing) {
+            if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
+                lane.requested_confirmed += 1;
+                return Some(Slot { lane: i, token });
+            }
+            // Guess further pages only of the lane being written, once it is known to have a second, and
+            // no more pages ahead than the lane has shown so far (a short lane wastes few requests).
+            if i == writing
+                && !lane.ended
+                && lane.confirmed.len() > 1
+                && lane.speculated.len() < lane.checked
+            {
+                let guess = lane
+                    .speculated
+                    .last()
+                    .or_else(|| lane.confirmed.last().and_then(Option::as_ref))
+                    .and_then(|last| marketplace.page_after(stream, last));
+                if let Some(token) = guess {
+                    lane.speculated.push(token.clone());
+                    return Some(Slot {
+                        lane: i,
+                        token: Some(token),
+                    });
+                }
+            }
+        }
+        if self.lanes.len() > writing + FETCH_AHEAD {
+            return None;
+        }
+        let lane = self.planner.next_lane(self.lanes.last())?;
+        self.lanes.push(lane);
+        self.lanes.last_mut().unwrap().requested_confirmed = 1;
+        Some(Slot {
+            lane: self.lanes.len() - 1,
+            token: None,
+        })
+    }
+
+    /// The fetched page at lane `lane`, `index`-th confirmed token, when it has arrived.
+    fn take(&mut self, lane: usize, index: usize) -> Option<Result<Option<Page>, PollError>> {
+        let token = self.lanes[lane].confirmed.get(index)?.clone();
+        self.ready.remove(&Slot { lane, token })
+    }
+
+    /// Waits for a fetch in flight and takes its page in; `false` when the runtime cancelled it (it
+    /// is shutting down). Some fetch is always in flight when the page to write next has not arrived.
+    async fn take_in_one(&mut self) -> bool {
+        let Some(joined) = self.in_flight.join_next().await else {
+            unreachable!("the page to write next is always requested");
+        };
+        let Some((slot, result)) = fetched(joined) else {
+            return false;
+        };
+        self.arrived(slot, result);
+        true
+    }
+
+    /// Takes in a fetched page: keeps it for writing, and learns from the lane's pages, in order,
+    /// which page follows; pages asked for ahead that turn out useless are dropped.
+    fn arrived(&mut self, slot: Slot, result: Result<Option<Page>, PollError>) {
+        let (ready, discarded) = (&mut self.ready, &mut self.discarded);
+        if discarded.remove(&slot) {
+            return;
+        }
+        let index = slot.lane;
+        ready.insert(slot, result);
+        let lane = &mut self.lanes[index];
+        while lane.checked < lane.confirmed.len() && !lane.ended {
+            let key = Slot {
+                lane: index,
+                token: lane.confirmed[lane.checked].clone(),
+            };
+            let Some(result) = ready.get(&key) else {
+                break;
+            };
+            lane.checked += 1;
+            let next = match result {
+                Ok(Some(page)) => {
+                    lane.orders += page.orders.len();
+                    page.next.clone()
+                }
+                // A failure or an interruption: the writer stops there.
+                _ => None,
+            };
+            match next {
+                Some(next) if lane.speculated.first() == Some(&next) => {
+                    lane.speculated.remove(0);
+                    lane.confirmed.push(Some(next));
+                    lane.requested_confirmed += 1;
+                }
+                next => {
+                    for token in lane.speculated.drain(..) {
+                        let key = Slot {
+                            lane: index,
+                            token: Some(token),
+                        };
+                        if ready.remove(&key).is_none() {
+                            discarded.insert(key);
+                        }
+                    }
+                    match next {
+                        Some(next) => lane.confirmed.push(Some(next)),
+                        None => lane.ended = true,
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What fetching a page of a run needs, owned, so that each fetch can be a task of its own.
@@ -1136,63 +1182,6 @@ fn orders_per_page(lanes: &[Lane]) -> usize {
         .iter()
         .fold((0, 0), |(p, o), lane| (p + lane.checked, o + lane.orders));
     orders.checked_div(pages).unwrap_or(0).max(1)
-}
-
-/// Takes in a fetched page: keeps it for writing, and learns from the lane's pages, in order, which
-/// page follows; pages asked for ahead that turn out useless are dropped.
-fn arrived(
-    lanes: &mut [Lane],
-    ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
-    discarded: &mut HashSet<Slot>,
-    slot: Slot,
-    result: Result<Option<Page>, PollError>,
-) {
-    if discarded.remove(&slot) {
-        return;
-    }
-    let index = slot.lane;
-    ready.insert(slot, result);
-    let lane = &mut lanes[index];
-    while lane.checked < lane.confirmed.len() && !lane.ended {
-        let key = Slot {
-            lane: index,
-            token: lane.confirmed[lane.checked].clone(),
-        };
-        let Some(result) = ready.get(&key) else {
-            break;
-        };
-        lane.checked += 1;
-        let next = match result {
-            Ok(Some(page)) => {
-                lane.orders += page.orders.len();
-                page.next.clone()
-            }
-            // A failure or an interruption: the writer stops there.
-            _ => None,
-        };
-        match next {
-            Some(next) if lane.speculated.first() == Some(&next) => {
-                lane.speculated.remove(0);
-                lane.confirmed.push(Some(next));
-                lane.requested_confirmed += 1;
-            }
-            next => {
-                for token in lane.speculated.drain(..) {
-                    let key = Slot {
-                        lane: index,
-                        token: Some(token),
-                    };
-                    if ready.remove(&key).is_none() {
-                        discarded.insert(key);
-                    }
-                }
-                match next {
-                    Some(next) => lane.confirmed.push(Some(next)),
-                    None => lane.ended = true,
-                }
-            }
-        }
-    }
 }
 
 /// An error with its `source()` chain, for the `sync_runs.error` column and logs.
