@@ -22,6 +22,10 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::marketplace::MarketplaceError;
 use crate::ops::metrics::{self, ApiLabels};
 
+/// Secret values shorter than this are not redacted: they would redact innocent text, and no real
+/// credential is that short.
+const MIN_SECRET_LEN: usize = 4;
+
 /// How long an excerpt of a response body kept in an error may be.
 const EXCERPT_CHARS: usize = 500;
 
@@ -238,9 +242,10 @@ impl HttpClient {
         body: &[u8],
         api_message: fn(&[u8]) -> Option<String>,
     ) -> MarketplaceError {
-        let message = self
-            .redactor
-            .redact(&api_message(body).unwrap_or_else(|| excerpt(body)));
+        let message = match api_message(body) {
+            Some(message) => self.redactor.redact(&message),
+            None => self.redactor.excerpt(body),
+        };
         let what = what.to_owned();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             MarketplaceError::Transient {
@@ -321,9 +326,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// The first characters of a body, for error messages, lossily decoded.
-pub fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// The first characters of a text, for error messages.
+fn excerpt(text: &str) -> String {
     let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
     if text.chars().nth(EXCERPT_CHARS).is_some() {
         out.push('…');
@@ -334,31 +338,66 @@ pub fn excerpt(body: &[u8]) -> String {
 /// Replaces an account's secret values by `***` in any text.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    secrets: Arc<Vec<String>>,
+    /// Every secret as it may appear: as it is and URL-encoded, longest first, so a secret that
+    /// contains another is scrubbed whole.
+    forms: Arc<Vec<String>>,
 }
 
 impl Redactor {
-    pub fn new(mut secrets: Vec<String>) -> Redactor {
-        // Very short values would redact innocent text; no real credential is that short.
-        secrets.retain(|s| s.len() >= 4);
-        // Longest first, so a secret that contains another is scrubbed whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
+    pub fn new(secrets: Vec<String>) -> Redactor {
+        let mut forms: Vec<String> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .flat_map(|secret| {
+                let encoded =
+                    url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+                [secret, encoded]
+            })
+            .collect();
+        forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
         Redactor {
-            secrets: Arc::new(secrets),
+            forms: Arc::new(forms),
         }
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for secret in self.secrets.iter() {
+        for secret in self.forms.iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), "***");
             }
-            let encoded =
-                url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
-            if encoded != *secret && out.contains(encoded.as_str()) {
-                out = out.replace(encoded.as_str(), "***");
+        }
+        out
+    }
+
+    /// The first characters of a body, redacted: the whole text is redacted before it is cut, so the
+    /// cut cannot leave part of a secret.
+    pub fn excerpt(&self, body: &[u8]) -> String {
+        excerpt(&self.redact(&String::from_utf8_lossy(body)))
+    }
+
+    /// Redacts a piece cut out of a longer text that is not at hand: a secret that the piece's start
+    /// (`cut_start`) or end (`cut_end`) cuts through is scrubbed too, where at least 4 of its
+    /// characters are in the piece.
+    pub fn redact_piece(&self, piece: &[u8], cut_start: bool, cut_end: bool) -> String {
+        let mut out = self.redact(&String::from_utf8_lossy(piece));
+        for secret in self.forms.iter() {
+            let cuts = (MIN_SECRET_LEN..secret.len()).rev();
+            if cut_start
+                && let Some(n) = cuts.clone().find(|&n| {
+                    secret.is_char_boundary(secret.len() - n)
+                        && out.starts_with(&secret[secret.len() - n..])
+                })
+            {
+                out.replace_range(..n, "***");
+            }
+            if cut_end
+                && let Some(n) = cuts
+                    .clone()
+                    .find(|&n| secret.is_char_boundary(n) && out.ends_with(&secret[..n]))
+            {
+                out.replace_range(out.len() - n.., "***");
             }
         }
         out
@@ -367,7 +406,7 @@ impl Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} secrets)", self.secrets.len())
+        write!(f, "Redactor({} secret forms)", self.forms.len())
     }
 }
 
@@ -398,6 +437,28 @@ mod tests {
     #[test]
     fn excerpt_is_bounded() {
         let long = "ğ".repeat(2000);
-        assert_eq!(excerpt(long.as_bytes()).chars().count(), EXCERPT_CHARS + 1);
+        assert_eq!(excerpt(&long).chars().count(), EXCERPT_CHARS + 1);
+    }
+
+    #[test]
+    fn excerpts_and_pieces_keep_no_part_of_a_secret() {
+        let r = Redactor::new(vec!["tok-9f8e7d6c5b4a".into(), "s3cr3t+token/x".into()]);
+        // The body is redacted before it is cut: the cut cannot leave the token's first characters.
+        let body = format!("{}tok-9f8e7d6c5b4a and more", "a".repeat(EXCERPT_CHARS - 6));
+        let excerpt = r.excerpt(body.as_bytes());
+        assert!(!excerpt.contains("tok-9f"), "{excerpt}");
+        assert!(excerpt.contains("a*** an"), "{excerpt}");
+
+        // A piece whose start or end cuts through a secret (as it is or URL-encoded).
+        assert_eq!(
+            r.redact_piece(b"7d6c5b4a\"}, more", true, false),
+            "***\"}, more"
+        );
+        assert_eq!(r.redact_piece(b"x tok-9f8e", false, true), "x ***");
+        assert_eq!(r.redact_piece(b"oken%2Fx&y=1", true, false), "***&y=1");
+        // Where the piece is not cut, or fewer than 4 characters would be a secret's, it stays.
+        assert_eq!(r.redact_piece(b"7d6c5b4a\"}", false, false), "7d6c5b4a\"}");
+        assert_eq!(r.redact_piece(b"4a\" tok-", true, false), "4a\" tok-");
+        assert_eq!(r.redact_piece(b"4a\" tok-", false, true), "4a\" ***");
     }
 }

@@ -324,11 +324,24 @@ impl MarketplaceError {
         reason: impl std::fmt::Display,
         body: &[u8],
     ) -> MarketplaceError {
+        MarketplaceError::malformed_piece(http, what, reason, body, (false, false))
+    }
+
+    /// Like [`MarketplaceError::malformed`], recording only a piece of the body (its start or its
+    /// end, for a body read as it arrives): `(cut_start, cut_end)` say where the piece was cut, so a
+    /// secret cut through there is scrubbed too.
+    pub fn malformed_piece(
+        http: &HttpClient,
+        what: &str,
+        reason: impl std::fmt::Display,
+        piece: &[u8],
+        (cut_start, cut_end): (bool, bool),
+    ) -> MarketplaceError {
         let redactor = http.redactor();
         MarketplaceError::Malformed {
             what: what.to_owned(),
             reason: redactor.redact(&reason.to_string()),
-            raw_body: redactor.redact(&String::from_utf8_lossy(body)),
+            raw_body: redactor.redact_piece(piece, cut_start, cut_end),
         }
     }
 }

@@ -153,17 +153,15 @@ impl Allesgo {
             .send(what, self.request(url, auth), wire::api_message)
             .await?;
         if !is_json(response.content_type.as_deref()) {
-            return Err(self.not_json(what, response.content_type.as_deref(), &response.body));
+            let reason = not_json_reason(response.content_type.as_deref());
+            return Err(MarketplaceError::malformed(
+                &self.http,
+                what,
+                reason,
+                &response.body,
+            ));
         }
         Ok(response)
-    }
-
-    fn not_json(&self, what: &str, content_type: Option<&str>, body: &[u8]) -> MarketplaceError {
-        let reason = format!(
-            "content type `{}`, expected JSON",
-            content_type.unwrap_or_default()
-        );
-        MarketplaceError::malformed(&self.http, what, reason, body)
     }
 
     /// Sends an order listing request to `url` and reads the answer as it arrives, on a blocking
@@ -180,10 +178,21 @@ impl Allesgo {
             .http
             .send_streaming(what, self.request(url, auth), wire::api_message)
             .await?;
-        if !is_json(response.content_type.as_deref()) {
-            let content_type = response.content_type.clone();
-            let start = response.first_bytes(RECORDED_TAIL_BYTES).await;
-            return Err(self.not_json(what, content_type.as_deref(), &start));
+        if let Some(content_type) = response.content_type.clone()
+            && !is_json(Some(&content_type))
+        {
+            // One byte more than is recorded shows whether the start is cut.
+            let mut start = response.first_bytes(RECORDED_TAIL_BYTES + 1).await;
+            let cut = start.len() > RECORDED_TAIL_BYTES;
+            start.truncate(RECORDED_TAIL_BYTES);
+            let reason = not_json_reason(Some(&content_type));
+            return Err(MarketplaceError::malformed_piece(
+                &self.http,
+                what,
+                reason,
+                &start,
+                (false, cut),
+            ));
         }
         let body = response.into_reader();
         let (sender, batches) = tokio::sync::mpsc::channel(1);
@@ -261,6 +270,14 @@ impl Marketplace for Allesgo {
     }
 }
 
+/// Why an answer with this content type is not read.
+fn not_json_reason(content_type: Option<&str>) -> String {
+    format!(
+        "content type `{}`, expected JSON",
+        content_type.unwrap_or_default()
+    )
+}
+
 /// The error of a 200 answer that could not be used; `body` is what is recorded of it.
 fn problem(http: &HttpClient, what: &str, problem: Problem, body: &[u8]) -> MarketplaceError {
     match problem {
@@ -305,7 +322,8 @@ fn read_listing(
                 "{reason} (the last {} of the {read} bytes received are recorded)",
                 last.len()
             );
-            MarketplaceError::malformed(http, what, reason, last)
+            let cut = read > last.len() as u64;
+            MarketplaceError::malformed_piece(http, what, reason, last, (cut, false))
         }
         Err(ListingProblem::Body(rejected)) => problem(http, what, rejected, &[]),
         Err(ListingProblem::Read(e)) => MarketplaceError::Transient {

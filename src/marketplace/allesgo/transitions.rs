@@ -27,7 +27,6 @@ use serde_json::{Map, Value, json};
 use super::wire;
 use super::{Allesgo, endpoint, orders_url};
 use crate::domain::{Order, OrderState};
-use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
 use crate::marketplace::payload::is_json;
 use crate::marketplace::{AppliedTransition, MarketplaceError, Transition, TransitionRefusal};
@@ -275,7 +274,7 @@ impl Allesgo {
         Ok(AppliedTransition {
             request_summary,
             http_status: response.status.as_u16(),
-            response_excerpt: self.http.redactor().redact(&excerpt(&response.body)),
+            response_excerpt: self.http.redactor().excerpt(&response.body),
         })
     }
 

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use super::{C2c, method_url, request_body, wire};
 use crate::domain::{Order, OrderState};
-use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
 use crate::marketplace::payload::{fold, is_json};
 use crate::marketplace::{AppliedTransition, MarketplaceError, Transition, TransitionRefusal};
@@ -211,7 +210,7 @@ impl C2c {
         Ok(AppliedTransition {
             request_summary,
             http_status: response.status.as_u16(),
-            response_excerpt: self.http.redactor().redact(&excerpt(&response.body)),
+            response_excerpt: self.http.redactor().excerpt(&response.body),
         })
     }
 

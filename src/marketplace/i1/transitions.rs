@@ -23,7 +23,6 @@ use url::Url;
 use super::wire::{self, WireOrder};
 use super::{I1, endpoint};
 use crate::domain::{Order, OrderState};
-use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
 use crate::marketplace::{AppliedTransition, MarketplaceError, Transition, TransitionRefusal};
 
@@ -130,7 +129,7 @@ impl I1 {
         Ok(AppliedTransition {
             request_summary: self.http.redactor().redact(&format!("POST {}", url.path())),
             http_status: response.status.as_u16(),
-            response_excerpt: self.http.redactor().redact(&excerpt(&response.body)),
+            response_excerpt: self.http.redactor().excerpt(&response.body),
         })
     }
 

@@ -34,7 +34,6 @@ use url::Url;
 
 use super::{Labs, wire};
 use crate::domain::Order;
-use crate::http::excerpt;
 use crate::marketplace::args::{Args, refuse, unknown_kind};
 use crate::marketplace::{
     AppliedTransition, MarketplaceError, PageRequest, Transition, TransitionRefusal,
@@ -320,7 +319,7 @@ impl Labs {
         Ok(AppliedTransition {
             request_summary,
             http_status: response.status.as_u16(),
-            response_excerpt: self.http.redactor().redact(&excerpt(&response.body)),
+            response_excerpt: self.http.redactor().excerpt(&response.body),
         })
     }
 
