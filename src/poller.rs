@@ -518,7 +518,7 @@ impl AccountPoller {
             if run.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            fetches.request_ahead(run.changed_since, (lane, index));
+            fetches.request_ahead(run.changed_since, (lane, index), true);
             if lane == fetches.lanes.len() {
                 // Every lane is written and none is left to plan.
                 return Ok(true);
@@ -550,7 +550,7 @@ impl AccountPoller {
                 .collect();
             // The pages taken out make room for requests, which go out now rather than after the write;
             // pages keep arriving (and are parsed) while these are written.
-            fetches.request_ahead(run.changed_since, after);
+            fetches.request_ahead(run.changed_since, after, true);
             {
                 let fetcher = fetches.fetcher.clone();
                 let write = async {
@@ -575,6 +575,13 @@ impl AccountPoller {
                             if !taken {
                                 return Ok(false);
                             }
+                            // What the page shows (a next page, room for another window) allows a
+                            // request now rather than after the write. Adaptive windows wait for it:
+                            // they serve APIs without pagination, whose answers are as large as
+                            // they come, so those fetched ahead could hold much more than their
+                            // count of pages suggests.
+                            let new_lanes = !fetches.planner.is_adaptive();
+                            fetches.request_ahead(run.changed_since, after, new_lanes);
                         }
                     }
                 }
@@ -765,13 +772,21 @@ impl Fetches {
     }
 
     /// Plans lanes and sends requests while there is room (counting those in flight and the pages
-    /// fetched but not written), and always for the page to write next, `at`.
+    /// fetched but not written), and always for the page to write next, `at`; with `new_lanes`,
+    /// planning lanes as needed, else only asking for pages of lanes planned already. A fetched page
+    /// whose answer is still being read ([`Page::more`]) fills the room: its reader holds a batch more.
     fn request_ahead(
         &mut self,
         changed_since: Option<DateTime<Utc>>,
         (lane, index): (usize, usize),
+        new_lanes: bool,
     ) {
-        while (self.in_flight.len() + self.ready.len() < FETCH_AHEAD
+        let streaming = self
+            .ready
+            .values()
+            .any(|page| matches!(page, Ok(Some(page)) if page.more.is_some()));
+        while (!streaming
+            && self.in_flight.len() + self.ready.len() < FETCH_AHEAD
             && (self.in_flight.len() + self.ready.len() + 1) * orders_per_page(&self.lanes)
                 <= FETCH_AHEAD_ORDERS)
             || self
@@ -779,7 +794,7 @@ impl Fetches {
                 .get(lane)
                 .is_none_or(|l| l.requested_confirmed <= index)
         {
-            let Some(slot) = self.next_slot(lane) else {
+            let Some(slot) = self.next_slot(lane, new_lanes) else {
                 break;
             };
             let request =
@@ -795,8 +810,9 @@ impl Fetches {
         }
     }
 
-    /// The next page worth asking for, planning a new lane when that is what comes next.
-    fn next_slot(&mut self, writing: usize) -> Option<Slot> {
+    /// The next page worth asking for, planning a new lane (when `new_lanes`) if that is what comes
+    /// next.
+    fn next_slot(&mut self, writing: usize, new_lanes: bool) -> Option<Slot> {
         let (marketplace, stream) = (&self.fetcher.marketplace, self.fetcher.stream);
         for (i, lane) in self.lanes.iter_mut().enumerate().skip(writing) {
             if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
@@ -824,7 +840,7 @@ impl Fetches {
                 }
             }
         }
-        if self.lanes.len() > writing + FETCH_AHEAD {
+        if !new_lanes || self.lanes.len() > writing + FETCH_AHEAD {
             return None;
         }
         let lane = self.planner.next_lane(self.lanes.last())?;
@@ -1082,6 +1098,11 @@ enum LanePlanner {
 }
 
 impl LanePlanner {
+    /// Whether windows are sized by the answers to the previous ones.
+    fn is_adaptive(&self) -> bool {
+        matches!(self, LanePlanner::Windows { adaptive: true, .. })
+    }
+
     fn next_lane(&mut self, previous: Option<&Lane>) -> Option<Lane> {
         match self {
             LanePlanner::Windows {
