@@ -92,6 +92,9 @@ fn content_type(response: &reqwest::Response) -> Option<String> {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// For [`HttpClient::send_streaming`]: no limit on the whole exchange (a body read as it arrives
+    /// takes as long as its reader takes), but on each wait for data from the API.
+    streaming: reqwest::Client,
     limiter: Arc<DefaultDirectRateLimiter>,
     redactor: Redactor,
     /// The labels of this client's request metrics; `None` records none.
@@ -105,19 +108,20 @@ impl HttpClient {
         settings: &HttpSettings,
         secrets: Vec<String>,
     ) -> Result<HttpClient, reqwest::Error> {
-        let inner = reqwest::Client::builder()
-            .user_agent(concat!(
-                "ordersync/",
-                env!("CARGO_PKG_VERSION"),
-                " (+https://github.com/ordersync/ordersync)"
-            ))
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .gzip(true)
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(concat!(
+                    "ordersync/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (+https://github.com/ordersync/ordersync)"
+                ))
+                .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .gzip(true)
+        };
         Ok(HttpClient {
-            inner,
+            inner: builder().timeout(settings.timeout).build()?,
+            streaming: builder().read_timeout(settings.timeout).build()?,
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(
                 settings.requests_per_second,
             ))),
@@ -151,7 +155,7 @@ impl HttpClient {
         request: RequestBuilder,
         api_message: fn(&[u8]) -> Option<String>,
     ) -> Result<HttpResponse, MarketplaceError> {
-        let (response, started) = self.head(what, request).await?;
+        let (response, started) = self.head(what, request, false).await?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let content_type = content_type(&response);
@@ -175,14 +179,15 @@ impl HttpClient {
     }
 
     /// Like [`HttpClient::send`], but a successful response's body is left to be read as it arrives
-    /// ([`HttpStream::into_reader`]), for answers too large to hold whole.
+    /// ([`HttpStream::into_reader`]), for answers too large to hold whole. The account's timeout
+    /// bounds each wait for data, not the whole exchange: the reader may pause as long as it needs.
     pub async fn send_streaming(
         &self,
         what: &str,
         request: RequestBuilder,
         api_message: fn(&[u8]) -> Option<String>,
     ) -> Result<HttpStream, MarketplaceError> {
-        let (response, started) = self.head(what, request).await?;
+        let (response, started) = self.head(what, request, true).await?;
         let status = response.status();
         if status.is_success() {
             self.record(Some(status.as_u16()), started);
@@ -207,10 +212,19 @@ impl HttpClient {
         &self,
         what: &str,
         request: RequestBuilder,
+        streaming: bool,
     ) -> Result<(reqwest::Response, Instant), MarketplaceError> {
         self.limiter.until_ready().await;
         let started = Instant::now();
-        let response = request.send().await.map_err(|e| {
+        let sent = if streaming {
+            match request.build() {
+                Ok(request) => self.streaming.execute(request).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            request.send().await
+        };
+        let response = sent.map_err(|e| {
             self.record(None, started);
             self.transport_error(what, e)
         })?;

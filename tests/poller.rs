@@ -408,10 +408,13 @@ marketplace_tests! {
 
 /// An allesgo account of 3,000 orders after its first run. No overlap: the `new` stream's next run
 /// reads only orders placed since, so every change is written by the `updates` stream.
-async fn allesgo_synced_without_overlap() -> (SyncEnv, AccountPoller, CancellationToken) {
+async fn allesgo_synced_without_overlap(
+    timeout: std::time::Duration,
+) -> (SyncEnv, AccountPoller, CancellationToken) {
     let mut env = SyncEnv::start(3_000).await;
     let mut account = env.account(Api::Allesgo);
     account.overlap = std::time::Duration::ZERO;
+    account.timeout = timeout;
     let poller = env.poller(&account, "replica-a", fast_retries()).await;
     let token = CancellationToken::new();
     let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
@@ -424,7 +427,7 @@ async fn allesgo_synced_without_overlap() -> (SyncEnv, AccountPoller, Cancellati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_unpaginated_answer_is_written_in_batches_as_it_arrives_with_the_cursor_last() {
     let api = Api::Allesgo;
-    let (env, poller, token) = allesgo_synced_without_overlap().await;
+    let (env, poller, token) = allesgo_synced_without_overlap(common_timeout()).await;
 
     // Every open order moves on (about 40 % of them).
     let changed = env.sandbox.change_orders(api, 3_000);
@@ -489,13 +492,48 @@ async fn a_large_unpaginated_answer_is_written_in_batches_as_it_arrives_with_the
     );
 }
 
+/// The account timeout of the tests that keep the default.
+fn common_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+
+/// An unpaginated answer whose writes take longer than the account's timeout is still read to its
+/// end: the timeout bounds each wait for the API, not the pauses the reader makes for the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaginated_answer_written_slower_than_the_timeout_is_read_to_its_end() {
+    let api = Api::Allesgo;
+    let (env, poller, token) =
+        allesgo_synced_without_overlap(std::time::Duration::from_secs(2)).await;
+    for statement in [
+        "create function slow_write() returns trigger language plpgsql as
+            $$ begin perform pg_sleep(1); return null; end $$",
+        "create trigger slow_write before insert on orders
+            for each statement execute function slow_write()",
+    ] {
+        sqlx::query(statement).execute(&env.db.pool).await.unwrap();
+    }
+    env.sandbox.change_orders(api, 3_000);
+    let reports = poller.poll(RunMode::Live, &token, &NoProgress).await;
+    assert_succeeded(api, &reports);
+    let updates = reports
+        .iter()
+        .find(|r| r.stream == "updates")
+        .expect("an updates run");
+    assert!(
+        updates.totals.counts.seen > 1_000,
+        "{:?}: too few orders for three slow batches",
+        updates.totals.counts
+    );
+    assert_in_step(&env, api).await;
+}
+
 /// An unpaginated answer that breaks off midway: the batches read before the break are written, the
 /// end of what arrived is recorded, the cursor stays, and the next run catches up with everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unpaginated_answer_cut_midway_keeps_the_cursor_and_records_its_end() {
     use ordersync::sandbox::faults::{Fault, FaultPlan};
     let api = Api::Allesgo;
-    let (env, poller, token) = allesgo_synced_without_overlap().await;
+    let (env, poller, token) = allesgo_synced_without_overlap(common_timeout()).await;
     let before = cursors(&env, api).await;
 
     env.sandbox.change_orders(api, 3_000);
@@ -576,15 +614,7 @@ impl Scripted {
 #[async_trait::async_trait]
 impl Marketplace for Scripted {
     fn streams(&self) -> Vec<StreamSpec> {
-        vec![StreamSpec {
-            name: "orders",
-            plan: StreamPlan::Windows {
-                max_window: Some(std::time::Duration::from_secs(24 * 60 * 60)),
-                adaptive: false,
-                reread_open: false,
-                changes_only: false,
-            },
-        }]
+        orders_stream(Some(std::time::Duration::from_secs(24 * 60 * 60)))
     }
 
     async fn fetch_page(
@@ -624,6 +654,45 @@ impl Marketplace for Scripted {
             }),
         }
     }
+}
+
+/// The one stream of a test marketplace: windows of at most `max_window` (`None`: one window).
+fn orders_stream(max_window: Option<std::time::Duration>) -> Vec<StreamSpec> {
+    vec![StreamSpec {
+        name: "orders",
+        plan: StreamPlan::Windows {
+            max_window,
+            adaptive: false,
+            reread_open: false,
+            changes_only: false,
+        },
+    }]
+}
+
+/// A poller of a test marketplace for an account in `db` that backfills `initial_sync_days`.
+async fn test_marketplace_poller(
+    db: &common::TestDb,
+    marketplace: Arc<dyn Marketplace>,
+    initial_sync_days: u32,
+) -> AccountPoller {
+    let mut account = common::account(
+        "scripted",
+        MarketplaceKind::Labs,
+        "http://127.0.0.1:1/api/labs/",
+    );
+    account.initial_sync_days = initial_sync_days;
+    let ids =
+        ordersync::store::accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
+            .await
+            .unwrap();
+    AccountPoller::new(
+        db.pool.clone(),
+        ids["scripted"],
+        account,
+        marketplace,
+        "replica-a".to_owned(),
+        fast_retries(),
+    )
 }
 
 fn scripted_order(id: &str, status: &str) -> Order {
@@ -667,24 +736,7 @@ async fn scripted_run(marketplace: Arc<Scripted>) -> (common::TestDb, Vec<Stream
     ] {
         sqlx::query(statement).execute(&db.pool).await.unwrap();
     }
-    let mut account = common::account(
-        "scripted",
-        MarketplaceKind::Labs,
-        "http://127.0.0.1:1/api/labs/",
-    );
-    account.initial_sync_days = 3;
-    let ids =
-        ordersync::store::accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
-            .await
-            .unwrap();
-    let poller = AccountPoller::new(
-        db.pool.clone(),
-        ids["scripted"],
-        account,
-        marketplace,
-        "replica-a".to_owned(),
-        fast_retries(),
-    );
+    let poller = test_marketplace_poller(&db, marketplace, 3).await;
     let reports = poller
         .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
         .await;
@@ -798,6 +850,83 @@ async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_wind
             }
         }
     }
+}
+
+/// A marketplace of one stream whose one window has three pages, each naming the next; it notes when
+/// each page was asked for. The second page answers a little late, so that it arrives while the
+/// first is being written.
+#[derive(Default)]
+struct NextLinks {
+    asked_at: Mutex<BTreeMap<usize, DateTime<Utc>>>,
+}
+
+#[async_trait::async_trait]
+impl Marketplace for NextLinks {
+    fn streams(&self) -> Vec<StreamSpec> {
+        orders_stream(None)
+    }
+
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
+        let index = request.page.as_deref().map_or(0, |p| p.parse().unwrap());
+        self.asked_at.lock().unwrap().insert(index, Utc::now());
+        if index == 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(Page {
+            orders: scripted_orders(&[&format!("P{index}")]).unwrap(),
+            next: (index < 2).then(|| (index + 1).to_string()),
+            requests: 1,
+            more: None,
+        })
+    }
+}
+
+/// A page that arrives while the page before it is being written has its next page asked for at
+/// once, not after the write: the first page's write is slowed down by a second (a trigger), and the
+/// third page is asked for before that write ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends() {
+    let db = common::test_db().await;
+    for statement in [
+        "create table write_ends (at timestamptz not null)",
+        "create function slow_first_page() returns trigger language plpgsql as
+            $$ begin
+                 if new.external_id = 'P0' then
+                     perform pg_sleep(1);
+                     insert into write_ends values (clock_timestamp());
+                 end if;
+                 return new;
+               end $$",
+        "create trigger slow_first_page before insert on orders
+            for each row execute function slow_first_page()",
+    ] {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    let marketplace = Arc::new(NextLinks::default());
+    let poller = test_marketplace_poller(&db, marketplace.clone(), 7).await;
+    let reports = poller
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    assert_succeeded(Api::Labs, &reports);
+    let written: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(written, 3);
+    let first_written: DateTime<Utc> = sqlx::query_scalar("select at from write_ends")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let asked_at = marketplace.asked_at.lock().unwrap().clone();
+    assert!(
+        asked_at[&2] < first_written,
+        "the third page was asked for at {}, after the first page's write ended at {first_written}",
+        asked_at[&2]
+    );
 }
 
 /// A page that failed ends the write before it: the pages ready before it are written together, with
