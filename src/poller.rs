@@ -7,6 +7,8 @@
 //! - A window starts at the cursor minus the account's overlap (inclusive), so a change that landed
 //!   late on the marketplace, or under a skewed clock, is read again rather than missed.
 //! - The cursor moves to a window's end only in the transaction that writes the window's last page.
+//! - Writes commit in write order. A write whose orders differ from the one before it may write them
+//!   beside it, on a second connection, but commits only after it.
 //! - A stream is polled by one replica at a time: the run holds a lease, and every page write checks
 //!   and renews it.
 
@@ -16,7 +18,11 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -36,6 +42,11 @@ use crate::store::{self, StoreError};
 /// How many page requests of one stream a run keeps in flight ahead of the page it is writing.
 pub const FETCH_AHEAD: usize = 8;
 
+/// How many of the [`FETCH_AHEAD`] places (pages in flight or fetched and not written) the lanes after
+/// the one being written may hold while pages of that one can still be guessed ahead: their pages
+/// wait until the lane is written, and the places they hold are the lane's parallelism.
+const LANES_AHEAD_PLACES: usize = 2;
+
 /// About how many fetched orders a run may hold ahead of its writes: pages of APIs without pagination
 /// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
 const FETCH_AHEAD_ORDERS: usize = 1_000;
@@ -45,7 +56,7 @@ const FETCH_AHEAD_ORDERS: usize = 1_000;
 /// larger page (an API without pagination answers with a whole window) is written in parts of this
 /// size, the checkpoint with the last, so that the bound arrays and the statement buffer of a write stay
 /// small whatever the page.
-const WRITE_BATCH_ORDERS: usize = 1_000;
+const WRITE_BATCH_ORDERS: usize = 500;
 
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
@@ -504,6 +515,11 @@ impl AccountPoller {
     /// tokens are predictable ([`Marketplace::page_after`]), for the following pages of a lane known to
     /// have more than one; such a page turns out useless only past the lane's end, and is then dropped
     /// unread.
+    ///
+    /// Two writes may be under way at once: a group that fits one transaction starts beside the write
+    /// before it when none of its orders is in that write, and writes its orders in a transaction of
+    /// its own while that one commits; it renews the lease, advances the cursor and commits only after
+    /// the write before it has committed ([`orders::prepare`], [`orders::PreparedWrite::commit`]).
     async fn run_lanes(
         &self,
         run: &LaneRun<'_>,
@@ -512,92 +528,218 @@ impl AccountPoller {
     ) -> Result<bool, PollError> {
         let spec = run.spec;
         let mut fetches = Fetches::new(planner, self.fetcher(spec, run), self.account.page_size);
+        // The writes under way, in write order (at most two), and the orders of each when the next
+        // may be written beside it.
+        let mut writes: FuturesOrdered<BoxFuture<'_, Written>> = FuturesOrdered::new();
+        let mut beside: VecDeque<Option<HashSet<String>>> = VecDeque::new();
+        // A write beside another takes a second connection: not with a pool of one.
+        let two_writes = self.pool.options().get_max_connections() > 1;
+        // Signalled when the last write under way has committed.
+        let mut last_committed: Option<oneshot::Receiver<()>> = None;
         // The page to write next: lane `lane`, its `index`-th confirmed token.
         let (mut lane, mut index) = (0usize, 0usize);
         loop {
             if run.shutdown.is_cancelled() {
+                // The writes under way have their pages: they are finished, not thrown away.
+                while let Some(written) = writes.next().await {
+                    *totals += written.totals;
+                    self.report(run, &fetches.lanes, &written.pages?, totals);
+                }
                 return Ok(false);
             }
-            fetches.request_ahead(run.changed_since, (lane, index), true);
-            if lane == fetches.lanes.len() {
+            // Adaptive windows are planned only between writes: they serve APIs without pagination,
+            // whose answers are as large as they come, so those fetched ahead could hold much more
+            // than their count of pages suggests.
+            let new_lanes = writes.is_empty() || !fetches.planner.is_adaptive();
+            fetches.request_ahead(run.changed_since, (lane, index), new_lanes);
+            if lane == fetches.lanes.len() && writes.is_empty() {
                 // Every lane is written and none is left to plan.
                 return Ok(true);
             }
-            let Some(result) = fetches.take(lane, index) else {
-                if !fetches.take_in_one().await {
-                    return Ok(false);
-                }
-                continue;
-            };
-            let Some(page) = result? else {
-                return Ok(false);
-            };
-            let lanes = &fetches.lanes;
-            let (mut group, after) = coalesce(lanes, &mut fetches.ready, (lane, index), page);
-            let more = group.last_mut().and_then(|(_, page)| page.more.take());
-            // The checkpoint of the last lane that ends within the group: everything before it is
-            // written in this write or was committed before.
-            let checkpoint = group
-                .iter()
-                .filter(|(_, page)| page.next.is_none())
-                .filter_map(|(l, _)| lanes[*l].checkpoint)
-                .next_back()
-                .filter(|_| run.mode == RunMode::Live)
-                .map(|at| (spec.name, at));
-            let pages: Vec<(&Page, Option<DateTime<Utc>>)> = group
-                .iter()
-                .map(|(l, page)| (page, lanes[*l].window.then_some(lanes[*l].from)))
-                .collect();
-            // The pages taken out make room for requests, which go out now rather than after the write;
-            // pages keep arriving (and are parsed) while these are written.
-            fetches.request_ahead(run.changed_since, after, true);
-            {
-                let fetcher = fetches.fetcher.clone();
-                let write = async {
-                    let Some(more) = more else {
-                        return self
-                            .write(spec, run.lease, &pages, checkpoint, totals)
-                            .await;
-                    };
-                    self.write(spec, run.lease, &pages, None, totals).await?;
-                    let window_from = pages.last().and_then(|(_, from)| *from);
-                    self.write_rest(run.lease, &fetcher, more, window_from, checkpoint, totals)
-                        .await
+            let startable = lane < fetches.lanes.len()
+                && match fetches.peek(lane, index) {
+                    None => false,
+                    Some(Ok(Some(page))) => match beside.back() {
+                        None => true,
+                        Some(Some(orders)) => {
+                            two_writes && writes.len() < 2 && fits_beside(page, orders)
+                        }
+                        Some(None) => false,
+                    },
+                    // A failure or an interruption ends the run once the writes before it are done.
+                    Some(_) => writes.is_empty(),
                 };
-                tokio::pin!(write);
-                loop {
-                    tokio::select! {
-                        written = &mut write => {
-                            written?;
-                            break;
-                        }
-                        taken = fetches.take_in_one(), if !fetches.in_flight.is_empty() => {
-                            if !taken {
-                                return Ok(false);
-                            }
-                            // What the page shows (a next page, room for another window) allows a
-                            // request now rather than after the write. Adaptive windows wait for it:
-                            // they serve APIs without pagination, whose answers are as large as
-                            // they come, so those fetched ahead could hold much more than their
-                            // count of pages suggests.
-                            let new_lanes = !fetches.planner.is_adaptive();
-                            fetches.request_ahead(run.changed_since, after, new_lanes);
-                        }
+            if startable {
+                let Some(page) = fetches.take(lane, index).expect("peeked")? else {
+                    return Ok(false);
+                };
+                let alongside = beside.back().and_then(Option::as_ref);
+                let (group, after) = coalesce(
+                    &fetches.lanes,
+                    &mut fetches.ready,
+                    (lane, index),
+                    page,
+                    WRITE_BATCH_ORDERS - alongside.map_or(0, HashSet::len),
+                    |page| alongside.is_none_or(|orders| fits_beside(page, orders)),
+                );
+                let group = GroupWrite::new(run, &fetches.lanes, group);
+                // The pages taken out make room for requests, which go out now rather than after
+                // the write; pages keep arriving (and are parsed) while it runs.
+                fetches.request_ahead(run.changed_since, after, true);
+                let write: BoxFuture<'_, Written> = if group.fits_one() {
+                    beside.push_back(Some(group.order_ids()));
+                    let (committed, signal) = oneshot::channel();
+                    let previous = last_committed.replace(signal);
+                    Box::pin(self.write_in_one(spec.name, run.lease, group, previous, committed))
+                } else {
+                    beside.push_back(None);
+                    last_committed = None;
+                    Box::pin(self.write_in_parts(spec, run.lease, fetches.fetcher.clone(), group))
+                };
+                writes.push_back(write);
+                (lane, index) = after;
+                continue;
+            }
+            tokio::select! {
+                Some(written) = writes.next(), if !writes.is_empty() => {
+                    beside.pop_front();
+                    *totals += written.totals;
+                    self.report(run, &fetches.lanes, &written.pages?, totals);
+                }
+                taken = fetches.take_in_one(), if !fetches.in_flight.is_empty() => {
+                    if !taken {
+                        return Ok(false);
                     }
                 }
             }
-            let (from, to) = run.range;
-            for (written, page) in &group {
-                let current = &fetches.lanes[*written];
-                let position = if page.next.is_none() {
-                    current.to
-                } else {
-                    current.from
-                };
-                run.progress
-                    .page_written(spec.name, from, position.min(to), to, totals);
+        }
+    }
+
+    /// Reports the pages of a committed write: `(lane, whether it is the lane's last page)`.
+    fn report(
+        &self,
+        run: &LaneRun<'_>,
+        lanes: &[Lane],
+        pages: &[(usize, bool)],
+        totals: &RunTotals,
+    ) {
+        let (from, to) = run.range;
+        for &(lane, last) in pages {
+            let position = if last {
+                lanes[lane].to
+            } else {
+                lanes[lane].from
+            };
+            run.progress
+                .page_written(run.spec.name, from, position.min(to), to, totals);
+        }
+    }
+
+    /// Writes a group of pages in one transaction: its orders at once, beside the write before it
+    /// (whose orders differ), and its commit — the lease, the checkpoint — only once `previous`, that
+    /// write's, has committed; then signals `committed`.
+    async fn write_in_one(
+        &self,
+        stream: &'static str,
+        lease: &Lease,
+        group: GroupWrite,
+        previous: Option<oneshot::Receiver<()>>,
+        committed: oneshot::Sender<()>,
+    ) -> Written {
+        let GroupWrite {
+            pages,
+            lanes,
+            checkpoint,
+        } = group;
+        let mut totals = RunTotals {
+            pages: pages.len() as u32,
+            requests: pages.iter().map(|(page, _)| page.requests).sum(),
+            ..RunTotals::default()
+        };
+        let orders: Vec<PageOrders<'_>> = pages
+            .iter()
+            .map(|(page, window_from)| PageOrders {
+                orders: &page.orders,
+                window_from: *window_from,
+            })
+            .collect();
+        let prepared = orders::prepare(
+            &self.pool,
+            self.account_id,
+            self.account.marketplace,
+            &orders,
+        )
+        .await;
+        // The orders are in the transaction: their pages are not needed while it waits to commit.
+        drop(orders);
+        drop(pages);
+        let write = async {
+            let prepared = prepared?;
+            if let Some(previous) = previous
+                && previous.await.is_err()
+            {
+                // The write before failed: the run ends with its error, which comes first, and
+                // drops this one unfinished (its transaction rolls back).
+                std::future::pending::<()>().await;
             }
-            (lane, index) = after;
+            prepared.commit(checkpoint, Some(lease)).await
+        };
+        match write.await {
+            Ok(counts) => {
+                // Nobody waits for the signal when no write follows.
+                let _ = committed.send(());
+                totals.counts = counts;
+                Written {
+                    totals,
+                    pages: Ok(lanes),
+                }
+            }
+            Err(source) => Written {
+                totals: RunTotals::default(),
+                pages: Err(PollError::Store {
+                    account: self.account.name.clone(),
+                    stream: stream.to_owned(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Writes a group of pages that does not fit one transaction — a page of more than
+    /// [`WRITE_BATCH_ORDERS`] orders, or one whose answer is still being read — on its own.
+    async fn write_in_parts(
+        &self,
+        spec: &StreamSpec,
+        lease: &Lease,
+        fetcher: PageFetcher,
+        mut group: GroupWrite,
+    ) -> Written {
+        let mut totals = RunTotals::default();
+        let more = group
+            .pages
+            .last_mut()
+            .and_then(|(page, _)| page.more.take());
+        let pages: Vec<(&Page, Option<DateTime<Utc>>)> = group
+            .pages
+            .iter()
+            .map(|(page, from)| (page, *from))
+            .collect();
+        let written = async {
+            let Some(more) = more else {
+                return self
+                    .write(spec, lease, &pages, group.checkpoint, &mut totals)
+                    .await;
+            };
+            self.write(spec, lease, &pages, None, &mut totals).await?;
+            let window_from = pages.last().and_then(|(_, from)| *from);
+            let checkpoint = group.checkpoint;
+            self.write_rest(lease, &fetcher, more, window_from, checkpoint, &mut totals)
+                .await
+        }
+        .await;
+        Written {
+            totals,
+            pages: written.map(|()| group.lanes),
         }
     }
 
@@ -722,6 +864,76 @@ impl AccountPoller {
     }
 }
 
+/// Pages to write together (from [`coalesce`]), with the start of the window each answered and the
+/// checkpoint of the last lane they complete.
+struct GroupWrite {
+    pages: Vec<(Page, Option<DateTime<Utc>>)>,
+    /// The lane of each page, and whether the page is its lane's last.
+    lanes: Vec<(usize, bool)>,
+    checkpoint: Option<(&'static str, DateTime<Utc>)>,
+}
+
+impl GroupWrite {
+    fn new(run: &LaneRun<'_>, lanes: &[Lane], group: Vec<(usize, Page)>) -> GroupWrite {
+        // Everything before the last lane that ends within the group is written in this write or
+        // was committed before.
+        let checkpoint = group
+            .iter()
+            .filter(|(_, page)| page.next.is_none())
+            .filter_map(|(lane, _)| lanes[*lane].checkpoint)
+            .next_back()
+            .filter(|_| run.mode == RunMode::Live)
+            .map(|at| (run.spec.name, at));
+        let lanes_of = group
+            .iter()
+            .map(|(lane, page)| (*lane, page.next.is_none()))
+            .collect();
+        let pages = group
+            .into_iter()
+            .map(|(lane, page)| {
+                let window_from = lanes[lane].window.then_some(lanes[lane].from);
+                (page, window_from)
+            })
+            .collect();
+        GroupWrite {
+            pages,
+            lanes: lanes_of,
+            checkpoint,
+        }
+    }
+
+    /// Whether the group is written in one transaction: no page still being read, and not more
+    /// orders than [`WRITE_BATCH_ORDERS`].
+    fn fits_one(&self) -> bool {
+        let orders: usize = self.pages.iter().map(|(page, _)| page.orders.len()).sum();
+        orders <= WRITE_BATCH_ORDERS && self.pages.iter().all(|(page, _)| page.more.is_none())
+    }
+
+    fn order_ids(&self) -> HashSet<String> {
+        self.pages
+            .iter()
+            .flat_map(|(page, _)| page.orders.iter().map(|o| o.external_id.clone()))
+            .collect()
+    }
+}
+
+/// A finished write: what it committed (a write in parts may fail after some), and the lanes of its
+/// pages (with whether each is its lane's last) for the progress report, or its error.
+struct Written {
+    totals: RunTotals,
+    pages: Result<Vec<(usize, bool)>, PollError>,
+}
+
+/// Whether `page` may be written beside a write of `orders`: it is not being read still, the two
+/// writes together hold no more than [`WRITE_BATCH_ORDERS`] orders (what one write held before, so
+/// that writing two at once costs no memory), and it holds none of those orders (the two transactions
+/// then never wait on each other).
+fn fits_beside(page: &Page, orders: &HashSet<String>) -> bool {
+    page.more.is_none()
+        && page.orders.len() + orders.len() <= WRITE_BATCH_ORDERS
+        && !page.orders.iter().any(|o| orders.contains(&o.external_id))
+}
+
 /// What a run covers: `[from, to)`, and [`PageRequest::changed_since`].
 struct RunPlan {
     from: DateTime<Utc>,
@@ -751,6 +963,8 @@ struct Fetches {
     planner: LanePlanner,
     lanes: Vec<Lane>,
     in_flight: JoinSet<(Slot, Result<Option<Page>, PollError>)>,
+    /// The slots of the fetches in flight.
+    asked: HashSet<Slot>,
     ready: HashMap<Slot, Result<Option<Page>, PollError>>,
     /// Pages asked for ahead that turned out useless while in flight: dropped when they arrive.
     discarded: HashSet<Slot>,
@@ -764,6 +978,7 @@ impl Fetches {
             planner,
             lanes: Vec::new(),
             in_flight: JoinSet::new(),
+            asked: HashSet::new(),
             ready: HashMap::new(),
             discarded: HashSet::new(),
             fetcher,
@@ -772,7 +987,8 @@ impl Fetches {
     }
 
     /// Plans lanes and sends requests while there is room (counting those in flight and the pages
-    /// fetched but not written), and always for the page to write next, `at`; with `new_lanes`,
+    /// fetched but not written; the lane being written has room of its own, [`Fetches::own_room`]),
+    /// and always for the page to write next, `at`; with `new_lanes`,
     /// planning lanes as needed, else only asking for pages of lanes planned already. A fetched page
     /// whose answer is still being read ([`Page::more`]) fills the room: its reader holds a batch more.
     fn request_ahead(
@@ -785,20 +1001,25 @@ impl Fetches {
             .ready
             .values()
             .any(|page| matches!(page, Ok(Some(page)) if page.more.is_some()));
-        while (!streaming
-            && self.in_flight.len() + self.ready.len() < FETCH_AHEAD
-            && (self.in_flight.len() + self.ready.len() + 1) * orders_per_page(&self.lanes)
-                <= FETCH_AHEAD_ORDERS)
-            || self
+        loop {
+            let places = self.in_flight.len() + self.ready.len();
+            let within = !streaming
+                && places < FETCH_AHEAD
+                && (places + 1) * orders_per_page(&self.lanes) <= FETCH_AHEAD_ORDERS;
+            let next_unasked = self
                 .lanes
                 .get(lane)
-                .is_none_or(|l| l.requested_confirmed <= index)
-        {
-            let Some(slot) = self.next_slot(lane, new_lanes) else {
+                .is_none_or(|l| l.requested_confirmed <= index);
+            if !(within || next_unasked || !streaming && self.own_room(lane)) {
+                break;
+            }
+            let ahead = within && self.room_ahead(lane);
+            let Some(slot) = self.next_slot(lane, new_lanes, ahead) else {
                 break;
             };
             let request =
                 self.lanes[slot.lane].request(slot.token.clone(), self.page_size, changed_since);
+            self.asked.insert(slot.clone());
             let fetcher = self.fetcher.clone();
             self.in_flight.spawn(
                 async move {
@@ -810,21 +1031,76 @@ impl Fetches {
         }
     }
 
+    /// Whether pages of lane `lane` can be guessed ahead: `None` while that is not known (its first
+    /// page has not answered).
+    fn guessable(&self, lane: usize) -> Option<bool> {
+        let lane = self.lanes.get(lane)?;
+        match lane.confirmed.last() {
+            _ if lane.ended => Some(false),
+            Some(Some(last)) => Some(
+                self.fetcher
+                    .marketplace
+                    .page_after(self.fetcher.stream, last)
+                    .is_some(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The places (pages in flight or fetched and not written) that lanes matching `which` hold.
+    fn places(&self, which: impl Fn(usize) -> bool) -> usize {
+        self.asked
+            .iter()
+            .chain(self.ready.keys())
+            .filter(|slot| which(slot.lane))
+            .count()
+    }
+
+    /// Whether the lanes after `writing` may take another place: always, unless pages of that lane
+    /// can be guessed ahead (or, before its first page has answered, the lane before had several
+    /// pages) and those lanes hold [`LANES_AHEAD_PLACES`] already.
+    fn room_ahead(&self, writing: usize) -> bool {
+        let guessable = self.guessable(writing).unwrap_or_else(|| {
+            writing
+                .checked_sub(1)
+                .and_then(|previous| self.lanes.get(previous))
+                .is_some_and(|previous| previous.confirmed.len() > 1)
+        });
+        !guessable || self.places(|lane| lane > writing) < LANES_AHEAD_PLACES
+    }
+
+    /// Whether the lane being written, `writing`, may take a place whatever the lanes after it hold:
+    /// its pages can be guessed ahead and it holds fewer than the places the others leave it. Pages
+    /// of later lanes fetched before it was known to be long would otherwise leave it one request at
+    /// a time.
+    fn own_room(&self, writing: usize) -> bool {
+        self.guessable(writing) == Some(true)
+            && self.places(|lane| lane == writing) < FETCH_AHEAD - LANES_AHEAD_PLACES
+    }
+
     /// The next page worth asking for, planning a new lane (when `new_lanes`) if that is what comes
-    /// next.
-    fn next_slot(&mut self, writing: usize, new_lanes: bool) -> Option<Slot> {
+    /// next; with `ahead` false, only a page of the lane being written.
+    fn next_slot(&mut self, writing: usize, new_lanes: bool, ahead: bool) -> Option<Slot> {
         let (marketplace, stream) = (&self.fetcher.marketplace, self.fetcher.stream);
+        let shown_before = writing
+            .checked_sub(1)
+            .and_then(|previous| self.lanes.get(previous))
+            .map_or(0, |previous| previous.checked.min(FETCH_AHEAD));
         for (i, lane) in self.lanes.iter_mut().enumerate().skip(writing) {
+            if i > writing && !ahead {
+                return None;
+            }
             if let Some(token) = lane.confirmed.get(lane.requested_confirmed).cloned() {
                 lane.requested_confirmed += 1;
                 return Some(Slot { lane: i, token });
             }
             // Guess further pages only of the lane being written, once it is known to have a second, and
-            // no more pages ahead than the lane has shown so far (a short lane wastes few requests).
+            // no more pages ahead than the lane, or the lane before it, has shown so far (a short lane
+            // wastes few requests).
             if i == writing
                 && !lane.ended
                 && lane.confirmed.len() > 1
-                && lane.speculated.len() < lane.checked
+                && lane.speculated.len() < lane.checked.max(shown_before)
             {
                 let guess = lane
                     .speculated
@@ -840,7 +1116,7 @@ impl Fetches {
                 }
             }
         }
-        if !new_lanes || self.lanes.len() > writing + FETCH_AHEAD {
+        if !new_lanes || !ahead || self.lanes.len() > writing + FETCH_AHEAD {
             return None;
         }
         let lane = self.planner.next_lane(self.lanes.last())?;
@@ -858,6 +1134,12 @@ impl Fetches {
         self.ready.remove(&Slot { lane, token })
     }
 
+    /// The fetched page at lane `lane`, `index`-th confirmed token, left where it is.
+    fn peek(&self, lane: usize, index: usize) -> Option<&Result<Option<Page>, PollError>> {
+        let token = self.lanes[lane].confirmed.get(index)?.clone();
+        self.ready.get(&Slot { lane, token })
+    }
+
     /// Waits for a fetch in flight and takes its page in; `false` when the runtime cancelled it (it
     /// is shutting down). Some fetch is always in flight when the page to write next has not arrived.
     async fn take_in_one(&mut self) -> bool {
@@ -867,6 +1149,7 @@ impl Fetches {
         let Some((slot, result)) = fetched(joined) else {
             return false;
         };
+        self.asked.remove(&slot);
         self.arrived(slot, result);
         true
     }
@@ -1144,7 +1427,7 @@ impl LanePlanner {
 }
 
 /// The page to write next (lane and index) and the pages after it, in write order, that are ready to
-/// be written with it: a run of fetched pages up to [`WRITE_BATCH_ORDERS`] orders (a single page may hold
+/// be written with it: a run of fetched pages up to `room` orders (a single page may hold
 /// more), ending before the first page that is not in, failed or was interrupted, which the caller
 /// meets next on its own, or with a page whose answer is still being read ([`Page::more`]). Returns the pages with their lanes, and where the page after them is.
 fn coalesce(
@@ -1152,6 +1435,8 @@ fn coalesce(
     ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
     mut at: (usize, usize),
     first: Page,
+    room: usize,
+    admit: impl Fn(&Page) -> bool,
 ) -> (Vec<(usize, Page)>, (usize, usize)) {
     let mut orders = first.orders.len();
     let mut group = Vec::new();
@@ -1174,7 +1459,7 @@ fn coalesce(
             return (group, at);
         };
         match ready.remove(&slot) {
-            Some(Ok(Some(next))) if orders + next.orders.len() <= WRITE_BATCH_ORDERS => {
+            Some(Ok(Some(next))) if orders + next.orders.len() <= room && admit(&next) => {
                 orders += next.orders.len();
                 page = next;
             }

@@ -854,10 +854,12 @@ async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_wind
 
 /// A marketplace of one stream whose one window has three pages, each naming the next; it notes when
 /// each page was asked for. The second page answers a little late, so that it arrives while the
-/// first is being written.
+/// first is being written. Page `i` holds order `P<i>` with status 1, or, with `same_order`, order
+/// `P0` with status `i + 1`.
 #[derive(Default)]
 struct NextLinks {
     asked_at: Mutex<BTreeMap<usize, DateTime<Utc>>>,
+    same_order: bool,
 }
 
 #[async_trait::async_trait]
@@ -876,8 +878,13 @@ impl Marketplace for NextLinks {
         if index == 1 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        let order = if self.same_order {
+            scripted_order("P0", &(index + 1).to_string())
+        } else {
+            scripted_order(&format!("P{index}"), "1")
+        };
         Ok(Page {
-            orders: scripted_orders(&[&format!("P{index}")]).unwrap(),
+            orders: vec![order],
             next: (index < 2).then(|| (index + 1).to_string()),
             requests: 1,
             more: None,
@@ -885,38 +892,54 @@ impl Marketplace for NextLinks {
     }
 }
 
+/// Statements that make the insert of order `P0` take a second, and note when it ends in `write_ends`.
+const SLOW_FIRST_PAGE: &[&str] = &[
+    "create table write_ends (at timestamptz not null)",
+    "create function slow_first_page() returns trigger language plpgsql as
+        $$ begin
+             if new.external_id = 'P0' then
+                 perform pg_sleep(1);
+                 insert into write_ends values (clock_timestamp());
+             end if;
+             return new;
+           end $$",
+    "create trigger slow_first_page before insert on orders
+        for each row execute function slow_first_page()",
+];
+
+/// A fresh database prepared by `statements` (triggers that slow writes down or log them), and one live
+/// poll of `marketplace`.
+async fn next_links_run(
+    statements: &[&'static str],
+    marketplace: Arc<NextLinks>,
+) -> (common::TestDb, Vec<StreamReport>) {
+    let db = common::test_db().await;
+    for &statement in statements {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    let poller = test_marketplace_poller(&db, marketplace, 7).await;
+    let reports = poller
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    (db, reports)
+}
+
+async fn stored_orders(db: &common::TestDb) -> i64 {
+    sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// A page that arrives while the page before it is being written has its next page asked for at
 /// once, not after the write: the first page's write is slowed down by a second (a trigger), and the
 /// third page is asked for before that write ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends() {
-    let db = common::test_db().await;
-    for statement in [
-        "create table write_ends (at timestamptz not null)",
-        "create function slow_first_page() returns trigger language plpgsql as
-            $$ begin
-                 if new.external_id = 'P0' then
-                     perform pg_sleep(1);
-                     insert into write_ends values (clock_timestamp());
-                 end if;
-                 return new;
-               end $$",
-        "create trigger slow_first_page before insert on orders
-            for each row execute function slow_first_page()",
-    ] {
-        sqlx::query(statement).execute(&db.pool).await.unwrap();
-    }
     let marketplace = Arc::new(NextLinks::default());
-    let poller = test_marketplace_poller(&db, marketplace.clone(), 7).await;
-    let reports = poller
-        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
-        .await;
+    let (db, reports) = next_links_run(SLOW_FIRST_PAGE, marketplace.clone()).await;
     assert_succeeded(Api::Labs, &reports);
-    let written: i64 = sqlx::query_scalar("select count(*) from orders")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(written, 3);
+    assert_eq!(stored_orders(&db).await, 3);
     let first_written: DateTime<Utc> = sqlx::query_scalar("select at from write_ends")
         .fetch_one(&db.pool)
         .await
@@ -927,6 +950,153 @@ async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends()
         "the third page was asked for at {}, after the first page's write ended at {first_written}",
         asked_at[&2]
     );
+}
+
+/// The pages after a slow write are written beside it, in a transaction of their own, and still
+/// commit after it: the first page's write is slowed down by a second (a trigger), the second page's
+/// order is inserted before that write ends, and each write renews the lease (the first statement of
+/// its commit) only after the write before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it() {
+    let (db, reports) = next_links_run(
+        &[
+            SLOW_FIRST_PAGE,
+            &[
+                "create table inserts (external_id text not null, at timestamptz not null,
+            xid bigint not null default pg_current_xact_id()::text::bigint)",
+                "create table renewals (at timestamptz not null,
+            xid bigint not null default pg_current_xact_id()::text::bigint)",
+                "create function log_insert() returns trigger language plpgsql as
+            $$ begin
+                 insert into inserts (external_id, at) values (new.external_id, clock_timestamp());
+                 return new;
+               end $$",
+                "create trigger log_insert before insert on orders
+            for each row execute function log_insert()",
+                "create function log_renewal() returns trigger language plpgsql as
+            $$ begin insert into renewals (at) values (clock_timestamp()); return new; end $$",
+                "create trigger log_renewal after update on sync_leases
+            for each row execute function log_renewal()",
+            ],
+        ]
+        .concat(),
+        Arc::new(NextLinks::default()),
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(reports[0].totals.counts.inserted, 3, "{reports:?}");
+    let inserts: HashMap<String, (DateTime<Utc>, i64)> =
+        sqlx::query_as::<_, (String, DateTime<Utc>, i64)>(
+            "select external_id, at, xid from inserts",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, at, xid)| (id, (at, xid)))
+        .collect();
+    let first_ends: DateTime<Utc> = sqlx::query_scalar("select at from write_ends")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        inserts["P1"].0 < first_ends,
+        "P1 was inserted at {}, after the first write's orders were done at {first_ends}",
+        inserts["P1"].0
+    );
+    assert_ne!(inserts["P0"].1, inserts["P1"].1, "two transactions");
+    let renewed: Vec<i64> = sqlx::query_scalar("select xid from renewals order by at")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let order_of = |id: &str| {
+        renewed
+            .iter()
+            .position(|xid| *xid == inserts[id].1)
+            .unwrap()
+    };
+    assert!(order_of("P0") < order_of("P1"), "{renewed:?} {inserts:?}");
+    assert!(order_of("P1") <= order_of("P2"), "{renewed:?} {inserts:?}");
+    assert_eq!(stored_orders(&db).await, 3);
+}
+
+/// A write under way beside one that fails is rolled back: the second page's order was inserted in
+/// its transaction (a sequence, which no rollback undoes, counts the attempts), but the run fails on
+/// the first write's error and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_beside_a_failed_one_is_rolled_back() {
+    let (db, reports) = next_links_run(
+        &[
+            "create sequence inserts_tried",
+            "create function fail_first_page() returns trigger language plpgsql as
+            $$ begin
+                 perform nextval('inserts_tried');
+                 if new.external_id = 'P0' then
+                     perform pg_sleep(1);
+                     raise exception 'P0 refused';
+                 end if;
+                 return new;
+               end $$",
+            "create trigger fail_first_page before insert on orders
+            for each row execute function fail_first_page()",
+        ],
+        Arc::new(NextLinks::default()),
+    )
+    .await;
+    let StreamOutcome::Failed(error) = &reports[0].outcome else {
+        panic!("{reports:?}");
+    };
+    let error = ordersync::poller::error_chain(error);
+    assert!(error.contains("P0 refused"), "{error}");
+    let tried: i64 = sqlx::query_scalar("select last_value from inserts_tried")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        tried >= 2,
+        "the second page was not written beside the first ({tried} inserts)"
+    );
+    assert_eq!(stored_orders(&db).await, 0);
+}
+
+/// A page holding an order of the write under way is not written beside it but after it, so that it
+/// sees what that write stored: every page repeats order `P0` with a new status while the first
+/// write is slowed down, and the change from the first status is in the order's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_holding_an_order_of_the_write_under_way_is_written_after_it() {
+    let marketplace = NextLinks {
+        same_order: true,
+        ..NextLinks::default()
+    };
+    let (db, reports) = next_links_run(
+        &[
+            "create function slow_first_status() returns trigger language plpgsql as
+            $$ begin
+                 if new.status_code = '1' then
+                     perform pg_sleep(0.5);
+                 end if;
+                 return new;
+               end $$",
+            "create trigger slow_first_status before insert on orders
+            for each row execute function slow_first_status()",
+        ],
+        Arc::new(marketplace),
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    let status: String =
+        sqlx::query_scalar("select status_code from orders where external_id = 'P0'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "3");
+    let first_change: (String, String) = sqlx::query_as(
+        "select from_status_code, to_status_code from order_state_changes order by id limit 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(first_change.0, "1", "{first_change:?}");
 }
 
 /// A page that failed ends the write before it: the pages ready before it are written together, with

@@ -2,9 +2,11 @@
 //!
 //! [`write_pages`] (and [`write_page`], its form for one page) is the only way orders enter the database:
 //! one transaction per write — a page, a part of a large page, or several consecutive pages the poller
-//! had ready — holding the lease check, the upserts and the cursor checkpoint, with a fixed number of
+//! had ready — holding the upserts, the lease check and the cursor checkpoint, with a fixed number of
 //! statements per write (never one round trip per order). An order whose content hash is unchanged is
 //! not rewritten; a change of canonical state or raw status appends one `order_state_changes` row.
+//! Its two halves, [`prepare`] (the write's own orders) and [`PreparedWrite::commit`] (the rows every
+//! write of the account shares), let the poller write one page's orders while the write before commits.
 
 use std::collections::HashMap;
 
@@ -115,22 +117,41 @@ struct Row<'a> {
 
 /// Writes consecutive pages of orders and their checkpoint in one transaction.
 pub async fn write_pages(pool: &PgPool, write: PagesWrite<'_>) -> Result<PageCounts, StoreError> {
-    let mut tx = pool.begin().await?;
+    prepare(pool, write.account_id, write.marketplace, write.pages)
+        .await?
+        .commit(write.checkpoint, write.lease)
+        .await
+}
 
-    if let Some(lease) = write.lease
-        && !super::leases::renew(&mut *tx, lease).await?
-    {
-        return Err(StoreError::LeaseLost {
-            account_id: lease.account_id,
-            stream: lease.stream.clone(),
-        });
-    }
+/// A write whose orders are in an open transaction, not yet committed.
+///
+/// [`prepare`] touches only the rows of the write's own orders (and their lines, packages and
+/// history); what other writes of the account share — the lease, the unknown-value counters, the
+/// cursor — waits for [`PreparedWrite::commit`]. So a write prepared while the one before it commits
+/// never waits on rows that one holds, nor makes it wait, as long as their orders differ. Dropping it
+/// rolls the transaction back.
+pub struct PreparedWrite {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    account_id: i64,
+    marketplace: MarketplaceKind,
+    unknown: UnknownValues,
+    counts: PageCounts,
+}
+
+/// Writes the orders of consecutive pages in a transaction left open for [`PreparedWrite::commit`].
+pub async fn prepare(
+    pool: &PgPool,
+    account_id: i64,
+    marketplace: MarketplaceKind,
+    pages: &[PageOrders<'_>],
+) -> Result<PreparedWrite, StoreError> {
+    let mut tx = pool.begin().await?;
 
     // The last occurrence of an order wins; the earliest window that returned it is kept, as the
     // writes of those pages one by one would keep it (`least` in the upsert).
-    let seen: usize = write.pages.iter().map(|page| page.orders.len()).sum();
+    let seen: usize = pages.iter().map(|page| page.orders.len()).sum();
     let mut by_id: HashMap<&str, (&Order, Option<DateTime<Utc>>)> = HashMap::with_capacity(seen);
-    for page in write.pages {
+    for page in pages {
         for order in page.orders {
             by_id
                 .entry(order.external_id.as_str())
@@ -148,7 +169,7 @@ pub async fn write_pages(pool: &PgPool, write: PagesWrite<'_>) -> Result<PageCou
             "select external_id, state, status_code, status_text, content_hash from orders
          where account_id = $1 and external_id = any($2) for update",
         )
-        .bind(write.account_id)
+        .bind(account_id)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
@@ -191,17 +212,42 @@ pub async fn write_pages(pool: &PgPool, write: PagesWrite<'_>) -> Result<PageCou
     counts.unchanged += (seen - by_id.len()) as u32;
 
     if !to_write.is_empty() {
-        let order_ids = upsert_orders(&mut tx, write.account_id, &to_write).await?;
+        let order_ids = upsert_orders(&mut tx, account_id, &to_write).await?;
         insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
         replace_lines_and_packages(&mut tx, &to_write, &existing, &order_ids).await?;
-        record_unknown_values(&mut tx, write.marketplace, &to_write).await?;
     }
+    Ok(PreparedWrite {
+        tx,
+        account_id,
+        marketplace,
+        unknown: UnknownValues::of(&to_write),
+        counts,
+    })
+}
 
-    if let Some((stream, value)) = write.checkpoint {
-        super::cursors::advance(&mut *tx, write.account_id, stream, value).await?;
+impl PreparedWrite {
+    /// Renews the lease (failing with [`StoreError::LeaseLost`] if it is no longer ours), counts the
+    /// unknown values, advances the cursor to `checkpoint` and commits.
+    pub async fn commit(
+        mut self,
+        checkpoint: Option<(&str, DateTime<Utc>)>,
+        lease: Option<&Lease>,
+    ) -> Result<PageCounts, StoreError> {
+        if let Some(lease) = lease
+            && !super::leases::renew(&mut *self.tx, lease).await?
+        {
+            return Err(StoreError::LeaseLost {
+                account_id: lease.account_id,
+                stream: lease.stream.clone(),
+            });
+        }
+        self.unknown.record(&mut self.tx, self.marketplace).await?;
+        if let Some((stream, value)) = checkpoint {
+            super::cursors::advance(&mut *self.tx, self.account_id, stream, value).await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.counts)
     }
-    tx.commit().await?;
-    Ok(counts)
 }
 
 /// The earlier of two window starts, either of which may be missing.
@@ -502,58 +548,67 @@ async fn replace_lines_and_packages(
     Ok(())
 }
 
-/// Counts the statuses and currencies that have no mapping, for operators.
-async fn record_unknown_values(
-    tx: &mut sqlx::PgConnection,
-    marketplace: MarketplaceKind,
-    rows: &[Row<'_>],
-) -> Result<(), sqlx::Error> {
-    let mut seen: HashMap<(&'static str, String), i64> = HashMap::new();
-    // A status that was never sent is not an unknown value.
-    let raw_of = |status: &RawStatus| status.code.clone().or_else(|| status.text.clone());
-    for Row { order, .. } in rows {
-        if order.state == OrderState::Unknown
-            && let Some(raw) = raw_of(&order.status)
-        {
-            *seen.entry(("status", raw)).or_default() += 1;
-        }
-        for line in &order.lines {
-            if line.state == OrderState::Unknown
-                && let Some(raw) = raw_of(&line.status)
+/// The statuses and currencies without a mapping that a write's orders carried, counted.
+struct UnknownValues(HashMap<(&'static str, String), i64>);
+
+impl UnknownValues {
+    fn of(rows: &[Row<'_>]) -> UnknownValues {
+        let mut seen: HashMap<(&'static str, String), i64> = HashMap::new();
+        // A status that was never sent is not an unknown value.
+        let raw_of = |status: &RawStatus| status.code.clone().or_else(|| status.text.clone());
+        for Row { order, .. } in rows {
+            if order.state == OrderState::Unknown
+                && let Some(raw) = raw_of(&order.status)
             {
-                *seen.entry(("line_status", raw)).or_default() += 1;
+                *seen.entry(("status", raw)).or_default() += 1;
+            }
+            for line in &order.lines {
+                if line.state == OrderState::Unknown
+                    && let Some(raw) = raw_of(&line.status)
+                {
+                    *seen.entry(("line_status", raw)).or_default() += 1;
+                }
+            }
+            let currencies = order
+                .currency
+                .iter()
+                .chain(order.lines.iter().filter_map(|l| l.currency.as_ref()));
+            for currency in currencies {
+                if currency.iso.is_none() {
+                    *seen.entry(("currency", currency.raw.clone())).or_default() += 1;
+                }
             }
         }
-        let currencies = order
-            .currency
-            .iter()
-            .chain(order.lines.iter().filter_map(|l| l.currency.as_ref()));
-        for currency in currencies {
-            if currency.iso.is_none() {
-                *seen.entry(("currency", currency.raw.clone())).or_default() += 1;
-            }
+        UnknownValues(seen)
+    }
+
+    /// Adds the counts to `unknown_values`, for operators.
+    async fn record(
+        self,
+        tx: &mut sqlx::PgConnection,
+        marketplace: MarketplaceKind,
+    ) -> Result<(), sqlx::Error> {
+        if self.0.is_empty() {
+            return Ok(());
         }
+        let (keys, counts): (Vec<_>, Vec<i64>) = self.0.into_iter().unzip();
+        let (fields, values): (Vec<&str>, Vec<String>) = keys.into_iter().unzip();
+        sqlx::query(
+            "insert into unknown_values (marketplace, field, value, occurrences)
+             select $1, t.field, t.value, t.n from unnest($2::text[], $3::text[], $4::bigint[])
+                as t(field, value, n)
+             on conflict (marketplace, field, value) do update
+                set occurrences = unknown_values.occurrences + excluded.occurrences,
+                    last_seen_at = now()",
+        )
+        .bind(marketplace.as_str())
+        .bind(&fields)
+        .bind(&values)
+        .bind(&counts)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
-    if seen.is_empty() {
-        return Ok(());
-    }
-    let (keys, counts): (Vec<_>, Vec<i64>) = seen.into_iter().unzip();
-    let (fields, values): (Vec<&str>, Vec<String>) = keys.into_iter().unzip();
-    sqlx::query(
-        "insert into unknown_values (marketplace, field, value, occurrences)
-         select $1, t.field, t.value, t.n from unnest($2::text[], $3::text[], $4::bigint[])
-            as t(field, value, n)
-         on conflict (marketplace, field, value) do update
-            set occurrences = unknown_values.occurrences + excluded.occurrences,
-                last_seen_at = now()",
-    )
-    .bind(marketplace.as_str())
-    .bind(&fields)
-    .bind(&values)
-    .bind(&counts)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// The names of the final states, as [`OrderState::is_final`] defines them.

@@ -33,6 +33,14 @@ pub struct RunTotals {
     pub counts: PageCounts,
 }
 
+impl std::ops::AddAssign for RunTotals {
+    fn add_assign(&mut self, other: RunTotals) {
+        self.pages += other.pages;
+        self.requests += other.requests;
+        self.counts += other.counts;
+    }
+}
+
 /// Opens a run row and returns its id.
 pub async fn start(
     db: impl PgExecutor<'_>,
