@@ -532,8 +532,6 @@ impl AccountPoller {
         // may be written beside it.
         let mut writes: FuturesOrdered<BoxFuture<'_, Written>> = FuturesOrdered::new();
         let mut beside: VecDeque<Option<HashSet<String>>> = VecDeque::new();
-        // A write beside another takes a second connection: not with a pool of one.
-        let two_writes = self.pool.options().get_max_connections() > 1;
         // Signalled when the last write under way has committed.
         let mut last_committed: Option<oneshot::Receiver<()>> = None;
         // The page to write next: lane `lane`, its `index`-th confirmed token.
@@ -562,7 +560,9 @@ impl AccountPoller {
                     Some(Ok(Some(page))) => match beside.back() {
                         None => true,
                         Some(Some(orders)) => {
-                            two_writes && writes.len() < 2 && fits_beside(page, orders)
+                            writes.len() < 2
+                                && fits_beside(page, orders)
+                                && connection_free(&self.pool)
                         }
                         Some(None) => false,
                     },
@@ -932,6 +932,13 @@ fn fits_beside(page: &Page, orders: &HashSet<String>) -> bool {
     page.more.is_none()
         && page.orders.len() + orders.len() <= WRITE_BATCH_ORDERS
         && !page.orders.iter().any(|o| orders.contains(&o.external_id))
+}
+
+/// Whether the pool has a connection for a write beside another without waiting: an idle one, or
+/// room to open one. Otherwise the write waits for the one before it (other runs and the outbox
+/// share the pool, and a write that waited for a connection could time out).
+fn connection_free(pool: &PgPool) -> bool {
+    pool.num_idle() > 0 || pool.size() < pool.options().get_max_connections()
 }
 
 /// What a run covers: `[from, to)`, and [`PageRequest::changed_since`].

@@ -671,7 +671,7 @@ fn orders_stream(max_window: Option<std::time::Duration>) -> Vec<StreamSpec> {
 
 /// A poller of a test marketplace for an account in `db` that backfills `initial_sync_days`.
 async fn test_marketplace_poller(
-    db: &common::TestDb,
+    pool: &sqlx::PgPool,
     marketplace: Arc<dyn Marketplace>,
     initial_sync_days: u32,
 ) -> AccountPoller {
@@ -681,12 +681,11 @@ async fn test_marketplace_poller(
         "http://127.0.0.1:1/api/labs/",
     );
     account.initial_sync_days = initial_sync_days;
-    let ids =
-        ordersync::store::accounts::sync_with_config(&db.pool, std::slice::from_ref(&account))
-            .await
-            .unwrap();
+    let ids = ordersync::store::accounts::sync_with_config(pool, std::slice::from_ref(&account))
+        .await
+        .unwrap();
     AccountPoller::new(
-        db.pool.clone(),
+        pool.clone(),
         ids["scripted"],
         account,
         marketplace,
@@ -736,7 +735,7 @@ async fn scripted_run(marketplace: Arc<Scripted>) -> (common::TestDb, Vec<Stream
     ] {
         sqlx::query(statement).execute(&db.pool).await.unwrap();
     }
-    let poller = test_marketplace_poller(&db, marketplace, 3).await;
+    let poller = test_marketplace_poller(&db.pool, marketplace, 3).await;
     let reports = poller
         .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
         .await;
@@ -907,17 +906,60 @@ const SLOW_FIRST_PAGE: &[&str] = &[
         for each row execute function slow_first_page()",
 ];
 
+/// Statements that log each insert into `orders`: the order, when, and the transaction.
+const LOG_INSERTS: &[&str] = &[
+    "create table inserts (external_id text not null, at timestamptz not null,
+        xid bigint not null default pg_current_xact_id()::text::bigint)",
+    "create function log_insert() returns trigger language plpgsql as
+        $$ begin
+             insert into inserts (external_id, at) values (new.external_id, clock_timestamp());
+             return new;
+           end $$",
+    "create trigger log_insert before insert on orders
+        for each row execute function log_insert()",
+];
+
+/// The inserts [`LOG_INSERTS`] logged: order → (when, transaction).
+async fn logged_inserts(db: &common::TestDb) -> HashMap<String, (DateTime<Utc>, i64)> {
+    sqlx::query_as::<_, (String, DateTime<Utc>, i64)>("select external_id, at, xid from inserts")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, at, xid)| (id, (at, xid)))
+        .collect()
+}
+
+/// When the first page's orders were done ([`SLOW_FIRST_PAGE`]).
+async fn first_write_end(db: &common::TestDb) -> DateTime<Utc> {
+    sqlx::query_scalar("select at from write_ends")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
 /// A fresh database prepared by `statements` (triggers that slow writes down or log them), and one live
-/// poll of `marketplace`.
+/// poll of `marketplace`, by a poller whose pool has `max_connections`, each waited for at most half a
+/// second (the test pool when `None`).
 async fn next_links_run(
     statements: &[&'static str],
     marketplace: Arc<NextLinks>,
+    max_connections: Option<u32>,
 ) -> (common::TestDb, Vec<StreamReport>) {
     let db = common::test_db().await;
     for &statement in statements {
         sqlx::query(statement).execute(&db.pool).await.unwrap();
     }
-    let poller = test_marketplace_poller(&db, marketplace, 7).await;
+    let pool = match max_connections {
+        Some(n) => sqlx::postgres::PgPoolOptions::new()
+            .max_connections(n)
+            .acquire_timeout(std::time::Duration::from_millis(500))
+            .connect(&db.url)
+            .await
+            .unwrap(),
+        None => db.pool.clone(),
+    };
+    let poller = test_marketplace_poller(&pool, marketplace, 7).await;
     let reports = poller
         .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
         .await;
@@ -937,13 +979,10 @@ async fn stored_orders(db: &common::TestDb) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends() {
     let marketplace = Arc::new(NextLinks::default());
-    let (db, reports) = next_links_run(SLOW_FIRST_PAGE, marketplace.clone()).await;
+    let (db, reports) = next_links_run(SLOW_FIRST_PAGE, marketplace.clone(), None).await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(stored_orders(&db).await, 3);
-    let first_written: DateTime<Utc> = sqlx::query_scalar("select at from write_ends")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let first_written = first_write_end(&db).await;
     let asked_at = marketplace.asked_at.lock().unwrap().clone();
     assert!(
         asked_at[&2] < first_written,
@@ -961,44 +1000,25 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
     let (db, reports) = next_links_run(
         &[
             SLOW_FIRST_PAGE,
+            LOG_INSERTS,
             &[
-                "create table inserts (external_id text not null, at timestamptz not null,
-            xid bigint not null default pg_current_xact_id()::text::bigint)",
                 "create table renewals (at timestamptz not null,
-            xid bigint not null default pg_current_xact_id()::text::bigint)",
-                "create function log_insert() returns trigger language plpgsql as
-            $$ begin
-                 insert into inserts (external_id, at) values (new.external_id, clock_timestamp());
-                 return new;
-               end $$",
-                "create trigger log_insert before insert on orders
-            for each row execute function log_insert()",
+                    xid bigint not null default pg_current_xact_id()::text::bigint)",
                 "create function log_renewal() returns trigger language plpgsql as
-            $$ begin insert into renewals (at) values (clock_timestamp()); return new; end $$",
+                    $$ begin insert into renewals (at) values (clock_timestamp()); return new; end $$",
                 "create trigger log_renewal after update on sync_leases
-            for each row execute function log_renewal()",
+                    for each row execute function log_renewal()",
             ],
         ]
         .concat(),
         Arc::new(NextLinks::default()),
+        None,
     )
     .await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(reports[0].totals.counts.inserted, 3, "{reports:?}");
-    let inserts: HashMap<String, (DateTime<Utc>, i64)> =
-        sqlx::query_as::<_, (String, DateTime<Utc>, i64)>(
-            "select external_id, at, xid from inserts",
-        )
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(id, at, xid)| (id, (at, xid)))
-        .collect();
-    let first_ends: DateTime<Utc> = sqlx::query_scalar("select at from write_ends")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let inserts = logged_inserts(&db).await;
+    let first_ends = first_write_end(&db).await;
     assert!(
         inserts["P1"].0 < first_ends,
         "P1 was inserted at {}, after the first write's orders were done at {first_ends}",
@@ -1018,6 +1038,29 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
     assert!(order_of("P0") < order_of("P1"), "{renewed:?} {inserts:?}");
     assert!(order_of("P1") <= order_of("P2"), "{renewed:?} {inserts:?}");
     assert_eq!(stored_orders(&db).await, 3);
+}
+
+/// With a pool of one connection nothing is written beside: a write beside another would wait for
+/// the pool while the one before it, slowed down by a second, holds the only connection, and time out
+/// after half a second. The second page's order goes in after the first page's write, and the run
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_connection_the_writes_go_one_after_the_other() {
+    let (db, reports) = next_links_run(
+        &[SLOW_FIRST_PAGE, LOG_INSERTS].concat(),
+        Arc::new(NextLinks::default()),
+        Some(1),
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 3);
+    let inserts = logged_inserts(&db).await;
+    let first_ends = first_write_end(&db).await;
+    assert!(
+        inserts["P1"].0 > first_ends,
+        "P1 was inserted at {}, beside the first write (its orders were done at {first_ends})",
+        inserts["P1"].0
+    );
 }
 
 /// A write under way beside one that fails is rolled back: the second page's order was inserted in
@@ -1041,6 +1084,7 @@ async fn a_write_beside_a_failed_one_is_rolled_back() {
             for each row execute function fail_first_page()",
         ],
         Arc::new(NextLinks::default()),
+        None,
     )
     .await;
     let StreamOutcome::Failed(error) = &reports[0].outcome else {
@@ -1081,6 +1125,7 @@ async fn a_page_holding_an_order_of_the_write_under_way_is_written_after_it() {
             for each row execute function slow_first_status()",
         ],
         Arc::new(marketplace),
+        None,
     )
     .await;
     assert_succeeded(Api::Labs, &reports);
