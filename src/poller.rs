@@ -1436,7 +1436,9 @@ impl LanePlanner {
 /// The page to write next (lane and index) and the pages after it, in write order, that are ready to
 /// be written with it: a run of fetched pages up to `room` orders (a single page may hold
 /// more), ending before the first page that is not in, failed or was interrupted, which the caller
-/// meets next on its own, or with a page whose answer is still being read ([`Page::more`]). Returns the pages with their lanes, and where the page after them is.
+/// meets next on its own, or that holds an order already in the run (written after it, the order's
+/// history keeps the state in between), or with a page whose answer is still being read
+/// ([`Page::more`]). Returns the pages with their lanes, and where the page after them is.
 fn coalesce(
     lanes: &[Lane],
     ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
@@ -1446,6 +1448,7 @@ fn coalesce(
     admit: impl Fn(&Page) -> bool,
 ) -> (Vec<(usize, Page)>, (usize, usize)) {
     let mut orders = first.orders.len();
+    let mut ids: HashSet<String> = first.orders.iter().map(|o| o.external_id.clone()).collect();
     let mut group = Vec::new();
     let mut page = first;
     loop {
@@ -1466,8 +1469,13 @@ fn coalesce(
             return (group, at);
         };
         match ready.remove(&slot) {
-            Some(Ok(Some(next))) if orders + next.orders.len() <= room && admit(&next) => {
+            Some(Ok(Some(next)))
+                if orders + next.orders.len() <= room
+                    && admit(&next)
+                    && !next.orders.iter().any(|o| ids.contains(&o.external_id)) =>
+            {
                 orders += next.orders.len();
+                ids.extend(next.orders.iter().map(|o| o.external_id.clone()));
                 page = next;
             }
             Some(other) => {

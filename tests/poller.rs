@@ -765,22 +765,15 @@ async fn cursor_moves(db: &common::TestDb) -> Vec<(DateTime<Utc>, i64)> {
         .unwrap()
 }
 
-/// Pages that are ready when their turn comes are written together, strictly in order: an order in two of
-/// them ends as the later page has it (with the earlier window), and the cursor moves only with the last
-/// page of a window, in the same transaction, never before the data it covers.
+/// Pages that are ready when their turn comes are written together, strictly in order, and the cursor
+/// moves only with the last page of a window, in the same transaction, never before the data it covers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_window() {
     let marketplace = Arc::new(Scripted::new(vec![
-        vec![Ok(vec![
-            scripted_order("a1", "1"),
-            scripted_order("twice", "first"),
-        ])],
+        vec![scripted_orders(&["a1", "a2"])],
         vec![
             scripted_orders(&["b1", "b2"]),
-            Ok(vec![
-                scripted_order("twice", "second"),
-                scripted_order("b3", "1"),
-            ]),
+            scripted_orders(&["b3", "b4"]),
         ],
         vec![scripted_orders(&["c1"]), scripted_orders(&["c2", "c3"])],
     ]));
@@ -792,36 +785,19 @@ async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_wind
     );
     let totals = &reports[0].totals;
     assert_eq!((totals.pages, totals.requests), (5, 5));
-    assert_eq!(
-        (
-            totals.counts.seen,
-            totals.counts.inserted,
-            totals.counts.unchanged
-        ),
-        (9, 8, 1)
-    );
+    assert_eq!((totals.counts.seen, totals.counts.inserted), (9, 9));
 
     let stored = scripted_stored(&db).await;
-    assert_eq!(stored.len(), 8);
+    assert_eq!(stored.len(), 9);
     let (first, second, third) = (
         marketplace.window(0),
         marketplace.window(1),
         marketplace.window(2),
     );
-    assert_eq!(
-        stored["twice"].0.as_deref(),
-        Some("second"),
-        "the later page wins"
-    );
-    assert_eq!(
-        stored["twice"].1,
-        Some(first.0),
-        "the earliest window is kept"
-    );
     let xid = |id: &str| stored[id].2;
     // The first window's page was the last to arrive: the two windows behind it were waiting, and went
     // into its transaction.
-    for id in ["twice", "b1", "b2", "b3"] {
+    for id in ["a2", "b1", "b2", "b3"] {
         assert_eq!(xid(id), xid("a1"), "{id}: {stored:?}");
     }
     let transactions: HashSet<i64> = stored.values().map(|(.., xid)| *xid).collect();
@@ -849,6 +825,57 @@ async fn ready_pages_are_written_together_with_the_checkpoint_of_their_last_wind
             }
         }
     }
+}
+
+/// An order in two pages that are ready together is written twice, in order, so that its history keeps
+/// the state between: the page that holds it again starts the next write. The later page wins, and the
+/// earliest window that returned it is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_in_two_ready_pages_keeps_each_state_in_its_history() {
+    let marketplace = Arc::new(Scripted::new(vec![
+        vec![Ok(vec![
+            scripted_order("a1", "1"),
+            scripted_order("twice", "first"),
+        ])],
+        vec![
+            scripted_orders(&["b1"]),
+            Ok(vec![
+                scripted_order("twice", "second"),
+                scripted_order("b2", "1"),
+            ]),
+        ],
+        vec![scripted_orders(&["c1"])],
+    ]));
+    let (db, reports) = scripted_run(marketplace.clone()).await;
+    assert!(
+        matches!(reports[0].outcome, StreamOutcome::Succeeded),
+        "{reports:?}"
+    );
+    let totals = &reports[0].totals.counts;
+    assert_eq!((totals.seen, totals.inserted, totals.updated), (6, 5, 1));
+    let stored = scripted_stored(&db).await;
+    assert_eq!(
+        stored["twice"].0.as_deref(),
+        Some("second"),
+        "the later page wins"
+    );
+    assert_eq!(
+        stored["twice"].1,
+        Some(marketplace.window(0).0),
+        "the earliest window is kept"
+    );
+    assert_eq!(stored["b1"].2, stored["a1"].2, "written together");
+    assert_ne!(
+        stored["b2"].2, stored["a1"].2,
+        "the page holding it again is written after"
+    );
+    let history: Vec<(String, String)> = sqlx::query_as(
+        "select from_status_code, to_status_code from order_state_changes order by id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(history, [("first".to_owned(), "second".to_owned())]);
 }
 
 /// A marketplace of one stream whose one window has three pages, each naming the next; it notes when
