@@ -1137,14 +1137,13 @@ impl Fetches {
 
     /// The fetched page at lane `lane`, `index`-th confirmed token, when it has arrived.
     fn take(&mut self, lane: usize, index: usize) -> Option<Result<Option<Page>, PollError>> {
-        let token = self.lanes[lane].confirmed.get(index)?.clone();
-        self.ready.remove(&Slot { lane, token })
+        self.ready
+            .remove(&confirmed_slot(&self.lanes, (lane, index))?)
     }
 
     /// The fetched page at lane `lane`, `index`-th confirmed token, left where it is.
     fn peek(&self, lane: usize, index: usize) -> Option<&Result<Option<Page>, PollError>> {
-        let token = self.lanes[lane].confirmed.get(index)?.clone();
-        self.ready.get(&Slot { lane, token })
+        self.ready.get(&confirmed_slot(&self.lanes, (lane, index))?)
     }
 
     /// Waits for a fetch in flight and takes its page in; `false` when the runtime cancelled it (it
@@ -1460,12 +1459,7 @@ fn coalesce(
         if streamed {
             return (group, at);
         }
-        let Some(slot) = lanes.get(at.0).and_then(|l| {
-            l.confirmed.get(at.1).map(|token| Slot {
-                lane: at.0,
-                token: token.clone(),
-            })
-        }) else {
+        let Some(slot) = confirmed_slot(lanes, at) else {
             return (group, at);
         };
         match ready.remove(&slot) {
@@ -1485,6 +1479,12 @@ fn coalesce(
             None => return (group, at),
         }
     }
+}
+
+/// The slot of lane `lane`'s `index`-th confirmed page, once that page is known.
+fn confirmed_slot(lanes: &[Lane], (lane, index): (usize, usize)) -> Option<Slot> {
+    let token = lanes.get(lane)?.confirmed.get(index)?.clone();
+    Some(Slot { lane, token })
 }
 
 /// Where the page after `page`, written at `(lane, index)`, is: the lane's next page, or the next lane's
