@@ -337,6 +337,39 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Starts the running worker `owner` with `concurrency` slots and waits until the fake has answered
+    /// `sends` sends; `stopped` is the failure when it stops short. Returns its shutdown and its task.
+    async fn run_until_sent(
+        &self,
+        owner: &str,
+        concurrency: usize,
+        sends: usize,
+        stopped: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let worker = Arc::new(self.worker(
+            owner,
+            OutboxSettings {
+                concurrency,
+                ..fast()
+            },
+        ));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
+        // Each answered send raises the signal; the timeout only keeps a broken worker from hanging the
+        // test.
+        while self.fake.sends() < sends {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                self.fake.answered_signal.notified(),
+            )
+            .await
+            .expect(stopped);
+        }
+        (shutdown, running)
+    }
+}
+
 async fn row(pool: &PgPool, id: i64) -> store_outbox::OutboxRow {
     store_outbox::get(pool, id).await.unwrap().unwrap()
 }
@@ -420,21 +453,9 @@ async fn the_running_worker_records_successes_in_groups_and_sends_within_its_con
             s.enqueue(order, n, 10).await.unwrap();
         }
     }
-    let worker = Arc::new(s.worker(
-        "w",
-        OutboxSettings {
-            concurrency: 2,
-            ..fast()
-        },
-    ));
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
-    // Each answered send raises the signal; the timeout only keeps a broken worker from hanging the test.
-    while s.fake.sends() < 120 {
-        tokio::time::timeout(Duration::from_secs(30), s.fake.answered_signal.notified())
-            .await
-            .expect("the worker stopped sending");
-    }
+    let (shutdown, running) = s
+        .run_until_sent("w", 2, 120, "the worker stopped sending")
+        .await;
     // Shutdown lets the transitions in flight finish: their successes are recorded.
     shutdown.cancel();
     running.await.unwrap();
@@ -468,6 +489,64 @@ async fn the_running_worker_records_successes_in_groups_and_sends_within_its_con
         state.max_same_order, 1,
         "two transitions of one order were in flight at once"
     );
+}
+
+#[tokio::test]
+async fn sends_go_on_while_earlier_successes_wait_to_be_recorded() {
+    let s = setup().await;
+    // 60 orders of one transition each: nothing waits for an earlier transition of its order.
+    for i in 0..60 {
+        s.enqueue(&format!("O{i}"), 0, 10).await.unwrap();
+    }
+    // Recording a success waits for an advisory lock the test holds: every outcome stays uncommitted.
+    sqlx::raw_sql(
+        "create function hold_attempts() returns trigger language plpgsql as $$
+         begin perform pg_advisory_xact_lock_shared(4242); return new; end $$;
+         create trigger hold_attempts before insert on outbox_attempts
+             for each row execute function hold_attempts();",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let mut holder = s.db.pool.acquire().await.unwrap();
+    sqlx::query("select pg_advisory_lock(4242)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    // One slot: the worker keeps 16 claims waiting for it at first.
+    let stopped = "the sends stopped while the successes waited to be recorded";
+    let (shutdown, running) = s.run_until_sent("w", 1, 60, stopped).await;
+    let recorded: i64 = sqlx::query_scalar("select count(*) from outbox where state = 'succeeded'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded, 0,
+        "a success was recorded while the lock was held"
+    );
+
+    sqlx::query("select pg_advisory_unlock(4242)")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    shutdown.cancel();
+    running.await.unwrap();
+    let (succeeded, attempts): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where state = 'succeeded'),
+            (select count(*) from outbox_attempts where action = 'send' and outcome = 'succeeded')
+         from outbox",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        succeeded, 60,
+        "every success recorded once the lock was released"
+    );
+    assert_eq!(attempts, 60, "one attempt row per transition");
+    assert_eq!(s.fake.sends(), 60, "a transition was sent twice");
 }
 
 #[tokio::test]

@@ -6,11 +6,12 @@
 //! the worker step by step; [`OutboxWorker::run`] is the daemon's loop around the same steps, woken by
 //! `LISTEN ordersync_outbox` ([`listen`]) with a polling fallback.
 //!
-//! Throughput: `run` keeps up to [`CLAIMS_PER_SLOT`] claims per slot of the account's concurrency, so a
-//! claim query serves many transitions; only `concurrency` of them send (or read back) at once (a
-//! semaphore; the re-read of an order after its success takes no slot). Successes are recorded by group
-//! commit ([`SuccessLog`]): a send that succeeded leaves its slot to the next transition and joins the
-//! queue of successes that one statement records together.
+//! Throughput: `run` keeps claims waiting for a slot, at least [`CLAIMS_PER_SLOT`] per slot of the
+//! account's concurrency and more when sends start fast ([`ClaimsAhead`]), so a claim query serves many
+//! transitions and the next claims go out while earlier outcomes commit. Only `concurrency` of them send
+//! (or read back) at once (a semaphore; the re-read of an order after its success takes no slot).
+//! Successes are recorded by group commit ([`SuccessLog`]): a send that succeeded leaves its slot to the
+//! next transition and joins the queue of successes that one statement records together.
 //!
 //! What a claim ends in:
 //! - success → `succeeded`; the order is read again and stored.
@@ -25,6 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -43,9 +45,22 @@ use crate::ops::metrics;
 use crate::store::orders::{self, PageWrite};
 use crate::store::outbox::{self as store_outbox, Attempt, Claimed, OutboxState, Resolution, Sent};
 
-/// Claims `run` holds per slot of concurrency: enough that a claim query and a group commit serve many
-/// transitions, few enough that claims waiting for a slot stay well inside their lease.
+/// Claims `run` keeps waiting for a slot, at least, per slot of concurrency: enough that a claim query
+/// and a group commit serve many transitions, few enough that claims waiting for a slot stay well inside
+/// their lease.
 pub const CLAIMS_PER_SLOT: usize = 16;
+
+/// A worker whose sends start faster keeps more claims waiting: as many as start in this time, so the
+/// slots never wait for a claim query (whose commit takes milliseconds) …
+const CLAIMS_AHEAD_FOR: Duration = Duration::from_millis(50);
+
+/// … up to this many (or [`CLAIMS_PER_SLOT`] per slot, when that is more). A claim query of more rows
+/// gains little and holds transitions other replicas could send.
+const MOST_CLAIMS_AHEAD: usize = 256;
+
+/// Transitions `run` holds (waiting for a slot, sending, or waiting for their outcome to be recorded) per
+/// claim it keeps waiting: bounds the work of a worker whose commits fall behind its sends.
+const IN_FLIGHT_PER_CLAIM: usize = 4;
 
 /// Asks for the account to be polled soon (the daemon starts a poll run), for orders the adapter cannot
 /// read back one by one.
@@ -112,6 +127,8 @@ pub struct OutboxWorker {
     repoll: Option<RepollHook>,
     /// `concurrency` permits: held by a transition while it sends or reads back.
     slots: Semaphore,
+    /// Claims of `run` still waiting for a slot.
+    unsent: Unsent,
     successes: SuccessLog,
 }
 
@@ -145,6 +162,7 @@ impl OutboxWorker {
             redactor: Redactor::new(account.secrets),
             repoll,
             slots: Semaphore::new(settings.concurrency.max(1)),
+            unsent: Unsent::default(),
             successes: SuccessLog::default(),
             settings,
         }
@@ -169,30 +187,32 @@ impl OutboxWorker {
         match claimed.into_iter().next() {
             Some(claim) => {
                 let span = self.span(&claim);
-                let never = CancellationToken::new();
-                Ok(Some(
-                    self.handle(claim, claimed_at, &never)
-                        .instrument(span)
-                        .await?,
-                ))
+                let handled = async {
+                    let slot = self.slot().await;
+                    self.handle(claim, claimed_at, slot).await
+                };
+                Ok(Some(handled.instrument(span).await?))
             }
             None => Ok(None),
         }
     }
 
-    /// Runs until `shutdown`: claims due transitions (up to [`CLAIMS_PER_SLOT`] per slot of the
-    /// account's concurrency, topped up when half are done), handles them concurrently with at most
+    /// Runs until `shutdown`: claims due transitions (as many waiting for a slot as [`ClaimsAhead`]
+    /// says, topped up when half of them have started), handles them concurrently with at most
     /// `concurrency` talking to the marketplace, and sleeps until woken by `wake`, the next scheduled
     /// attempt or the poll interval. At shutdown, claims not yet sent are given back, transitions being
     /// sent get `shutdown_grace` to finish, and claims still held then are released (as `unknown`, read
     /// back before any resend).
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
-        let most = self.settings.concurrency.max(1) * CLAIMS_PER_SLOT;
+        let mut ahead = ClaimsAhead::new(self.settings.concurrency.max(1) * CLAIMS_PER_SLOT);
         loop {
-            // Claim again once half the claims are done, so the slots never wait for a claim query.
-            let free = most.saturating_sub(in_flight.len());
-            let mut saturated = free < most / 2;
+            // Claim again once half the claims waiting for a slot have started, so the slots never wait
+            // for a claim query. Sent transitions waiting for their outcome to be recorded do not count:
+            // the next claims go out while those commit. They are bounded all the same.
+            let most = ahead.size(self.unsent.started_so_far(), Instant::now());
+            let free = most.saturating_sub(self.unsent.count());
+            let mut saturated = free < most / 2 || in_flight.len() >= most * IN_FLIGHT_PER_CLAIM;
             if !saturated && !shutdown.is_cancelled() {
                 let claimed_at = Instant::now();
                 match store_outbox::claim(
@@ -206,12 +226,13 @@ impl OutboxWorker {
                 {
                     Ok(claims) => {
                         saturated = claims.len() == free;
+                        self.unsent.add(claims.len());
                         for claim in claims {
                             let worker = self.clone();
                             let span = self.span(&claim);
                             let stop = shutdown.clone();
                             in_flight.spawn(
-                                async move { worker.handle(claim, claimed_at, &stop).await }
+                                async move { worker.handle_claimed(claim, claimed_at, &stop).await }
                                     .instrument(span),
                             );
                         }
@@ -229,9 +250,10 @@ impl OutboxWorker {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = wake.notified(), if !saturated => {}
+                () = self.unsent.wake.notified(), if saturated => {}
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                     log_joined(joined);
-                    // Every transition finished by now frees its claim, so that one claim query refills.
+                    // Every transition finished by now leaves the bound on those held.
                     while let Some(joined) = in_flight.try_join_next() {
                         log_joined(joined);
                     }
@@ -296,20 +318,33 @@ impl OutboxWorker {
         }
     }
 
-    /// Handles one claim to its end: waits for a slot (or gives the claim back unsent when `stop` comes
-    /// first), then validates, reads back and sends as the claim needs.
-    async fn handle(
+    /// Waits for a slot, then handles the claim; gives it back unsent when `stop` comes first.
+    async fn handle_claimed(
         &self,
         claim: Claimed,
         claimed_at: Instant,
         stop: &CancellationToken,
     ) -> Result<Outcome, OutboxError> {
-        let id = claim.id;
         let slot = tokio::select! {
             biased;
-            () = stop.cancelled() => return self.give_back(&claim).await,
-            slot = self.slot() => slot,
+            () = stop.cancelled() => None,
+            slot = self.slot() => Some(slot),
         };
+        self.unsent.started();
+        match slot {
+            Some(slot) => self.handle(claim, claimed_at, slot).await,
+            None => self.give_back(&claim).await,
+        }
+    }
+
+    /// Handles one claim to its end in `slot`: validates, reads back and sends as the claim needs.
+    async fn handle(
+        &self,
+        claim: Claimed,
+        claimed_at: Instant,
+        slot: SemaphorePermit<'_>,
+    ) -> Result<Outcome, OutboxError> {
+        let id = claim.id;
         let args = match &claim.args {
             serde_json::Value::Object(map) => map.clone(),
             // The table's check constraint makes this unreachable; fail the row rather than trust it.
@@ -769,6 +804,73 @@ impl OutboxWorker {
     }
 }
 
+/// How many of `run`'s claims wait for a slot, and how many have stopped waiting so far; `wake` wakes
+/// `run` each time one stops waiting.
+#[derive(Default)]
+struct Unsent {
+    waiting: AtomicUsize,
+    started: AtomicU64,
+    wake: Notify,
+}
+
+impl Unsent {
+    fn count(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    fn started_so_far(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
+
+    fn add(&self, claims: usize) {
+        self.waiting.fetch_add(claims, Ordering::AcqRel);
+    }
+
+    fn started(&self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+}
+
+/// How many claims `run` keeps waiting for a slot: those that start in [`CLAIMS_AHEAD_FOR`] at the rate
+/// claims started lately, between `least` and [`MOST_CLAIMS_AHEAD`] (or `least` when that is more). A
+/// worker whose marketplace answers slowly so keeps its claims young; a fast one claims in large batches.
+struct ClaimsAhead {
+    least: usize,
+    /// Where the current measuring window began: when, and the claims started by then.
+    since: Instant,
+    started_then: u64,
+    /// Claims started per second in the last full window.
+    rate: f64,
+}
+
+impl ClaimsAhead {
+    /// Windows shorter than this measure too few starts to go by.
+    const WINDOW: Duration = Duration::from_millis(100);
+
+    fn new(least: usize) -> ClaimsAhead {
+        ClaimsAhead {
+            least,
+            since: Instant::now(),
+            started_then: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// The number of claims to keep waiting, given the claims started so far.
+    fn size(&mut self, started: u64, now: Instant) -> usize {
+        let elapsed = now.duration_since(self.since);
+        if elapsed >= Self::WINDOW {
+            self.rate = started.saturating_sub(self.started_then) as f64 / elapsed.as_secs_f64();
+            self.since = now;
+            self.started_then = started;
+        }
+        let wanted = (self.rate * CLAIMS_AHEAD_FOR.as_secs_f64()).ceil() as usize;
+        wanted.clamp(self.least, MOST_CLAIMS_AHEAD.max(self.least))
+    }
+}
+
 /// What recording a success answers: see [`SuccessLog::record`]; `Err` holds why it was not recorded.
 type Recorded = Result<Option<bool>, String>;
 
@@ -917,5 +1019,30 @@ pub async fn listen(pool: PgPool, wakers: HashMap<i64, Arc<Notify>>, shutdown: C
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_ahead_follow_the_rate_sends_start_at_within_their_bounds() {
+        let start = Instant::now();
+        let mut ahead = ClaimsAhead::new(16);
+        assert_eq!(ahead.size(0, start), 16, "no rate measured yet: the least");
+        // 100 starts in 100 ms: 1,000 a second, 50 in 50 ms.
+        let at = ahead.since + ClaimsAhead::WINDOW;
+        assert_eq!(ahead.size(100, at), 50);
+        // Within a window the last rate holds.
+        assert_eq!(ahead.size(150, at + Duration::from_millis(10)), 50);
+        // 10,000 a second would be 500: at most 256.
+        let later = at + ClaimsAhead::WINDOW;
+        assert_eq!(ahead.size(1_100, later), MOST_CLAIMS_AHEAD);
+        // A marketplace that answers slowly: 2 starts in a second, back to the least.
+        assert_eq!(ahead.size(1_102, later + Duration::from_secs(1)), 16);
+        // A concurrency whose least is above the most keeps its least.
+        let mut wide = ClaimsAhead::new(512);
+        assert_eq!(wide.size(100_000, wide.since + Duration::from_secs(1)), 512);
     }
 }

@@ -207,7 +207,11 @@ pub async fn claim(
         .execute(&mut *tx)
         .await?;
     // The candidates are found with two index walks that stop at the limit (a queue of any length costs
-    // the same); `due` then checks each again, under its row lock, as the single query used to.
+    // the same); `due` locks them and checks each one's state again under its lock (a row another worker
+    // changed since the statement's snapshot is re-read). Whether an earlier transition of the order is
+    // unfinished is read from the snapshot, once: a second look in the same snapshot sees the same rows.
+    // A transition another worker finished after the snapshot keeps its later ones waiting for the next
+    // claim, never the other way round.
     let claimed = sqlx::query_as(
         "with candidates as (
             (select o.id from outbox o
@@ -229,10 +233,6 @@ pub async fn claim(
             where o.id in (select id from candidates)
               and ((o.state in ('pending', 'unknown') and o.next_attempt_at <= now())
                    or (o.state = 'running' and o.lease_expires_at < now()))
-              and not exists (
-                  select 1 from outbox e
-                  where e.account_id = o.account_id and e.order_external_id = o.order_external_id
-                    and e.id < o.id and e.state not in ('succeeded', 'cancelled'))
             order by o.next_attempt_at nulls first, o.id
             limit $4
             for update of o skip locked)
