@@ -541,7 +541,8 @@ impl AccountPoller {
                 // The writes under way have their pages: they are finished, not thrown away.
                 while let Some(written) = writes.next().await {
                     *totals += written.totals;
-                    self.report(run, &fetches.lanes, &written.pages?, totals);
+                    let pages = written.pages?;
+                    self.report(run, &mut fetches.lanes, &pages, written.streamed, totals);
                 }
                 return Ok(false);
             }
@@ -604,7 +605,8 @@ impl AccountPoller {
                 Some(written) = writes.next(), if !writes.is_empty() => {
                     beside.pop_front();
                     *totals += written.totals;
-                    self.report(run, &fetches.lanes, &written.pages?, totals);
+                    let pages = written.pages?;
+                    self.report(run, &mut fetches.lanes, &pages, written.streamed, totals);
                 }
                 taken = fetches.take_in_one(), if !fetches.in_flight.is_empty() => {
                     if !taken {
@@ -615,14 +617,21 @@ impl AccountPoller {
         }
     }
 
-    /// Reports the pages of a committed write: `(lane, whether it is the lane's last page)`.
+    /// Reports the pages of a committed write: `(lane, whether it is the lane's last page)`. The rest
+    /// of a streamed answer it wrote (`streamed` orders, in its last page's lane) counts in that lane's
+    /// size, which sizes the next adaptive window.
     fn report(
         &self,
         run: &LaneRun<'_>,
-        lanes: &[Lane],
+        lanes: &mut [Lane],
         pages: &[(usize, bool)],
+        streamed: usize,
         totals: &RunTotals,
     ) {
+        if let Some(&(lane, _)) = pages.last() {
+            lanes[lane].orders += streamed;
+            lanes[lane].reading = false;
+        }
         let (from, to) = run.range;
         for &(lane, last) in pages {
             let position = if last {
@@ -692,6 +701,7 @@ impl AccountPoller {
                 Written {
                     totals,
                     pages: Ok(lanes),
+                    streamed: 0,
                 }
             }
             Err(source) => Written {
@@ -701,6 +711,7 @@ impl AccountPoller {
                     stream: stream.to_owned(),
                     source,
                 }),
+                streamed: 0,
             },
         }
     }
@@ -715,6 +726,7 @@ impl AccountPoller {
         mut group: GroupWrite,
     ) -> Written {
         let mut totals = RunTotals::default();
+        let mut streamed = 0;
         let more = group
             .pages
             .last_mut()
@@ -733,13 +745,16 @@ impl AccountPoller {
             self.write(spec, lease, &pages, None, &mut totals).await?;
             let window_from = pages.last().and_then(|(_, from)| *from);
             let checkpoint = group.checkpoint;
-            self.write_rest(lease, &fetcher, more, window_from, checkpoint, &mut totals)
-                .await
+            streamed = self
+                .write_rest(lease, &fetcher, more, window_from, checkpoint, &mut totals)
+                .await?;
+            Ok(())
         }
         .await;
         Written {
             totals,
             pages: written.map(|()| group.lanes),
+            streamed,
         }
     }
 
@@ -806,7 +821,8 @@ impl AccountPoller {
 
     /// Writes the rest of a page whose answer is still being read ([`Page::more`]), a transaction per
     /// batch as it arrives, the checkpoint with the last. A failure of the answer fails the run: the
-    /// orders written so far stay (they are real), the cursor does not move.
+    /// orders written so far stay (they are real), the cursor does not move. Returns how many orders
+    /// the rest held.
     async fn write_rest(
         &self,
         lease: &Lease,
@@ -815,12 +831,14 @@ impl AccountPoller {
         window_from: Option<DateTime<Utc>>,
         checkpoint: Option<(&str, DateTime<Utc>)>,
         totals: &mut RunTotals,
-    ) -> Result<(), PollError> {
+    ) -> Result<usize, PollError> {
+        let mut orders = 0;
         loop {
             let batch = match more.next().await {
                 Ok(batch) => batch,
                 Err(error) => return Err(fetcher.failed(error).await),
             };
+            orders += batch.orders.len();
             let part = [PageOrders {
                 orders: &batch.orders,
                 window_from,
@@ -829,7 +847,7 @@ impl AccountPoller {
             self.write_part(fetcher.stream, lease, &part, checkpoint, totals)
                 .await?;
             if batch.last {
-                return Ok(());
+                return Ok(orders);
             }
         }
     }
@@ -922,6 +940,9 @@ impl GroupWrite {
 struct Written {
     totals: RunTotals,
     pages: Result<Vec<(usize, bool)>, PollError>,
+    /// Orders of a streamed answer after its first batch (its page, the last of the group, counted
+    /// only that batch): they count in its lane's size.
+    streamed: usize,
 }
 
 /// Whether `page` may be written beside a write of `orders`: it is not being read still, the two
@@ -1182,6 +1203,7 @@ impl Fetches {
             let next = match result {
                 Ok(Some(page)) => {
                     lane.orders += page.orders.len();
+                    lane.reading |= page.more.is_some();
                     page.next.clone()
                 }
                 // A failure or an interruption: the writer stops there.
@@ -1323,8 +1345,11 @@ struct Lane {
     speculated: Vec<String>,
     /// Whether the lane's last page is known (or an answer ended what can be known of it).
     ended: bool,
-    /// Orders in the examined pages: the window's size, for adaptive windows.
+    /// Orders in the examined pages: the window's size, for adaptive windows. A streamed answer counts
+    /// its first batch here when it is examined, the rest once it is written ([`Written::streamed`]).
     orders: usize,
+    /// Whether an examined page's answer is still being read, so `orders` is not the window's size yet.
+    reading: bool,
 }
 
 impl Lane {
@@ -1346,6 +1371,7 @@ impl Lane {
             speculated: Vec::new(),
             ended: false,
             orders: 0,
+            reading: false,
         }
     }
 
@@ -1407,7 +1433,7 @@ impl LanePlanner {
                     return None;
                 }
                 if *adaptive && let Some(previous) = previous {
-                    if !previous.ended {
+                    if !previous.ended || previous.reading {
                         return None;
                     }
                     *len = if previous.orders > *page_size {

@@ -422,6 +422,72 @@ async fn allesgo_synced_without_overlap(
     (env, poller, token)
 }
 
+/// allesgo has no pagination: a window whose answer holds more orders than `page_size` halves the next
+/// one. The answer is read in batches of 500, and every batch counts, not only the first: with a
+/// `page_size` of 500, a window of 600 orders is too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allesgo_window_answering_more_orders_than_the_page_size_halves_the_next() {
+    let api = Api::Allesgo;
+    let mut env = SyncEnv::start(200).await;
+    // A busy moment in the middle of the backfill, and of a day's window (the backfill's windows start
+    // ten days back, a day long at most).
+    let busy = (Utc::now() - chrono::TimeDelta::hours(5 * 24 + 12)).timestamp();
+    let placed = env
+        .sandbox
+        .add_orders_at(api, 600, DateTime::from_timestamp(busy, 0).unwrap());
+    assert_eq!(placed.len(), 600);
+    let mut account = env.account(api);
+    account.page_size = 500;
+    account.initial_sync_days = 10;
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    env.sandbox.clear_audit();
+    let reports = poller
+        .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
+        .await;
+    assert_succeeded(api, &reports);
+    let stored: i64 = sqlx::query_scalar(
+        "select count(*) from orders where account_id = $1 and external_id = any($2)",
+    )
+    .bind(env.accounts[api.name()])
+    .bind(&placed)
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 600, "every order of the busy moment is stored");
+
+    // The `new` stream's windows, as asked.
+    let windows: Vec<(i64, i64)> = env
+        .sandbox
+        .audit()
+        .into_iter()
+        .filter_map(|entry| {
+            let query = entry.query?;
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|value| value.parse::<i64>().ok())
+            };
+            Some((param("start_date")?, param("end_date")?))
+        })
+        .collect();
+    let at = windows
+        .iter()
+        .position(|&(from, to)| from <= busy && busy < to)
+        .unwrap_or_else(|| panic!("no window holds the busy moment: {windows:?}"));
+    // A window is asked a little wider than planned: its start overlaps the window before by seconds.
+    let day = 86_400..86_400 + 60;
+    assert!(
+        day.contains(&(windows[at].1 - windows[at].0)),
+        "the window of the busy moment is a day long: {windows:?}"
+    );
+    let (from, to) = windows[at + 1];
+    assert!(
+        (43_200..43_200 + 60).contains(&(to - from)),
+        "the window after 600 orders in one answer is half a day: {windows:?}"
+    );
+}
+
 /// allesgo answers its `updates` stream in one unpaginated page: it is read as it arrives and written
 /// in batches of 500 orders, each in its own transaction, and the cursor moves only with the last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

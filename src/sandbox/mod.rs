@@ -386,9 +386,13 @@ impl Sandbox {
 
     /// Places `n` new orders now; returns their external ids.
     pub fn add_orders(&self, api: Api, n: usize) -> Vec<String> {
-        self.shared.with_store(api, |store, generator| {
-            store.add_orders(generator, n, Utc::now())
-        })
+        self.add_orders_at(api, n, Utc::now())
+    }
+
+    /// Places `n` new orders at `at` (a busy moment in the shop's past, say); returns their external ids.
+    pub fn add_orders_at(&self, api: Api, n: usize, at: DateTime<Utc>) -> Vec<String> {
+        self.shared
+            .with_store(api, |store, generator| store.add_orders(generator, n, at))
     }
 
     /// Moves `n` non-final orders one status forward (their change time is now); returns their ids.
