@@ -77,8 +77,13 @@ pub struct PageOrders<'a> {
 
 /// The content hash of an order: SHA-256 over its normalized form and raw payload.
 pub fn content_hash(order: &Order) -> Vec<u8> {
-    // serde_json maps are sorted, so equal content always serializes to equal bytes.
-    let bytes = serde_json::to_vec(order).unwrap_or_default();
+    // serde_json maps are sorted, so equal content always serializes to equal bytes. The raw payload
+    // is most of them (with the lines' and packages' parts of it): room for it twice over saves
+    // growing the buffer step by step.
+    let mut bytes = Vec::with_capacity(2 * order.raw.json().len() + 1024);
+    if serde_json::to_writer(&mut bytes, order).is_err() {
+        bytes.clear();
+    }
     Sha256::digest(&bytes).to_vec()
 }
 

@@ -458,7 +458,7 @@ fn error_message(map: &Map<String, Value>) -> Option<String> {
 }
 
 fn convert_order(raw: Value, statuses: &Statuses) -> Result<Order, String> {
-    let wire: WireOrder = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let wire = WireOrder::deserialize(&raw).map_err(|e| e.to_string())?;
     let external_id = wire
         .code
         .as_ref()
@@ -511,7 +511,7 @@ fn convert_package(
     position: usize,
     statuses: &Statuses,
 ) -> Result<(Package, Vec<OrderLine>), String> {
-    let wire: WirePackage = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let wire = WirePackage::deserialize(&raw).map_err(|e| e.to_string())?;
     let external_id = wire
         .package_id
         .as_ref()
@@ -562,7 +562,7 @@ fn convert_item(
     position: usize,
     statuses: &Statuses,
 ) -> Result<OrderLine, String> {
-    let wire: WireItem = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let wire = WireItem::deserialize(&raw).map_err(|e| e.to_string())?;
     let quantity = amount(wire.count.as_ref())
         .map_err(|e| format!("`count`: {e}"))?
         .ok_or("no `count`")?;

@@ -126,7 +126,7 @@ fn error_message(error: &Map<String, Value>) -> String {
 }
 
 fn convert_order(raw: Value, statuses: &Statuses) -> Result<Order, String> {
-    let wire: WireOrder = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let wire = WireOrder::deserialize(&raw).map_err(|e| e.to_string())?;
     let external_id = wire
         .siparis_kodu
         .as_ref()
@@ -189,7 +189,7 @@ fn convert_item(
     state: OrderState,
     status: &RawStatus,
 ) -> Result<OrderLine, String> {
-    let wire: WireItem = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+    let wire = WireItem::deserialize(&raw).map_err(|e| e.to_string())?;
     let quantity = amount(wire.urun_adet.as_ref())
         .map_err(|e| format!("`urunAdet`: {e}"))?
         .ok_or("no `urunAdet`")?;

@@ -99,10 +99,10 @@ pub(super) enum ResponseError {
 pub(super) fn parse_response(body: &[u8]) -> Result<SalesPage, ResponseError> {
     let root = xml::parse(body).map_err(|e| ResponseError::Malformed(e.to_string()))?;
     let response = if root.name == "getSalesByDateRangeResponse" {
-        &root
+        root
     } else {
-        let content = soap_body_content(&root)?;
-        if let Some(message) = fault_message(content) {
+        let content = soap_body_content(root)?;
+        if let Some(message) = fault_message(&content) {
             return Err(ResponseError::Rejected(message));
         }
         if content.name != "getSalesByDateRangeResponse" {
@@ -114,11 +114,11 @@ pub(super) fn parse_response(body: &[u8]) -> Result<SalesPage, ResponseError> {
         content
     };
     let result = response
-        .child("return")
+        .into_child("return")
         .ok_or_else(|| ResponseError::Malformed("no <return> in the response".to_owned()))?;
     let ack = result.child_text("ackCode").unwrap_or_default();
     if !ack.eq_ignore_ascii_case("success") {
-        return Err(ResponseError::Rejected(ack_error_message(result, ack)));
+        return Err(ResponseError::Rejected(ack_error_message(&result, ack)));
     }
     let next_page_available = match result.child_text("nextPageAvailable") {
         None => false,
@@ -131,9 +131,9 @@ pub(super) fn parse_response(body: &[u8]) -> Result<SalesPage, ResponseError> {
         }
     };
     let sales = result
-        .children_named("sales")
-        .flat_map(|sales| sales.children_named("sale"))
-        .map(Element::to_json)
+        .into_children_named("sales")
+        .flat_map(|sales| sales.into_children_named("sale"))
+        .map(Element::into_json)
         .collect();
     Ok(SalesPage {
         sales,
@@ -145,10 +145,10 @@ pub(super) fn parse_response(body: &[u8]) -> Result<SalesPage, ResponseError> {
 /// client asks for the API's own message, and SOAP puts it in `faultstring`.
 pub(super) fn fault_in(body: &[u8]) -> Option<String> {
     let root = xml::parse(body).ok()?;
-    fault_message(soap_body_content(&root).ok()?)
+    fault_message(&soap_body_content(root).ok()?)
 }
 
-fn soap_body_content(root: &Element) -> Result<&Element, ResponseError> {
+fn soap_body_content(root: Element) -> Result<Element, ResponseError> {
     if !root.is(SOAP_ENV, "Envelope") {
         return Err(ResponseError::Malformed(format!(
             "expected a SOAP 1.1 <Envelope>, found <{}> in namespace {}",
@@ -157,9 +157,9 @@ fn soap_body_content(root: &Element) -> Result<&Element, ResponseError> {
         )));
     }
     root.children
-        .iter()
+        .into_iter()
         .find(|c| c.is(SOAP_ENV, "Body"))
-        .and_then(|body| body.children.first())
+        .and_then(|body| body.children.into_iter().next())
         .ok_or_else(|| {
             ResponseError::Malformed("the SOAP envelope has an empty or no <Body>".to_owned())
         })
@@ -263,8 +263,7 @@ const LINE_FIELDS: [&str; 8] = [
 /// shipping amount (only who pays for shipping). It has no sale date either (`endDate` is the listing's
 /// end), so `placed_at` stays empty; `lastActionDate` is the change marker.
 pub(super) fn sale_to_order(raw: Value, statuses: &StatusMap) -> Result<Order, String> {
-    let sale: SaleWire =
-        serde_json::from_value(raw.clone()).map_err(|e| format!("unexpected <sale> shape: {e}"))?;
+    let sale = SaleWire::deserialize(&raw).map_err(|e| format!("unexpected <sale> shape: {e}"))?;
     let sale_code = non_empty(sale.sale_code).ok_or("a <sale> without <saleCode>")?;
     let status_code = non_empty(sale.status_code);
     let state = statuses.map(status_code.as_deref().unwrap_or_default());

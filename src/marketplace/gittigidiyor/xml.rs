@@ -52,11 +52,6 @@ impl Element {
         self.children.iter().find(|c| c.name == name)
     }
 
-    /// The children with this local name, in document order.
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-
     /// The trimmed text of the first child with this local name, when it is not empty.
     pub fn child_text(&self, name: &str) -> Option<&str> {
         self.child(name)
@@ -69,30 +64,41 @@ impl Element {
         self.name == name && self.namespace.as_deref() == Some(namespace)
     }
 
+    /// The first child element with this local name, taken out of the element.
+    pub fn into_child(self, name: &str) -> Option<Element> {
+        self.children.into_iter().find(|c| c.name == name)
+    }
+
+    /// The children with this local name, in document order, taken out of the element.
+    pub fn into_children_named(self, name: &str) -> impl Iterator<Item = Element> {
+        self.children.into_iter().filter(move |c| c.name == name)
+    }
+
     /// The faithful JSON form of this element (see the module documentation).
-    pub fn to_json(&self) -> Value {
+    pub fn into_json(self) -> Value {
         if self.children.is_empty() && self.attributes.is_empty() {
-            return Value::String(self.text.clone());
+            return Value::String(self.text);
         }
         let mut object = Map::new();
-        for (name, value) in &self.attributes {
-            object.insert(format!("@{name}"), Value::String(value.clone()));
+        for (name, value) in self.attributes {
+            object.insert(format!("@{name}"), Value::String(value));
         }
-        for child in &self.children {
-            let value = child.to_json();
-            match object.get_mut(&child.name) {
+        for mut child in self.children {
+            let name = std::mem::take(&mut child.name);
+            let value = child.into_json();
+            match object.get_mut(&name) {
                 Some(Value::Array(values)) => values.push(value),
                 Some(first) => {
-                    let first = first.take();
-                    object.insert(child.name.clone(), Value::Array(vec![first, value]));
+                    let previous = first.take();
+                    *first = Value::Array(vec![previous, value]);
                 }
                 None => {
-                    object.insert(child.name.clone(), value);
+                    object.insert(name, value);
                 }
             }
         }
         if !self.text.trim().is_empty() {
-            object.insert("$text".to_owned(), Value::String(self.text.clone()));
+            object.insert("$text".to_owned(), Value::String(self.text));
         }
         Value::Object(object)
     }
@@ -203,7 +209,7 @@ mod tests {
             <f><g>Çığ &#x130;şöü &lt;&gt;</g></f></a>"#;
         let root = parse(doc.as_bytes()).unwrap();
         assert_eq!(
-            root.to_json(),
+            root.into_json(),
             json!({
                 "b": ["1", "2"],
                 "c": "",
