@@ -204,12 +204,21 @@ impl AccountPoller {
         shutdown: &CancellationToken,
         progress: &dyn Progress,
     ) -> Vec<StreamReport> {
+        // Orders stored from now on are read during this poll, so a re-read of the open orders later in
+        // it leaves them out. The database's clock stamps them; without it, nothing is left out.
+        let poll_started = match mode {
+            RunMode::Live => orders::clock(&self.pool).await.ok(),
+            RunMode::Replay { .. } => None,
+        };
         let mut reports = Vec::new();
         for spec in &self.marketplace.streams() {
             if shutdown.is_cancelled() {
                 break;
             }
-            reports.push(self.poll_stream(spec, mode, shutdown, progress).await);
+            reports.push(
+                self.poll_stream(spec, mode, poll_started, shutdown, progress)
+                    .await,
+            );
         }
         reports
     }
@@ -218,6 +227,7 @@ impl AccountPoller {
         &self,
         spec: &StreamSpec,
         mode: RunMode,
+        poll_started: Option<DateTime<Utc>>,
         shutdown: &CancellationToken,
         progress: &dyn Progress,
     ) -> StreamReport {
@@ -251,7 +261,15 @@ impl AccountPoller {
         }
 
         let result = self
-            .run_stream(spec, mode, &lease, shutdown, progress, &mut totals)
+            .run_stream(
+                spec,
+                mode,
+                poll_started,
+                &lease,
+                shutdown,
+                progress,
+                &mut totals,
+            )
             .await;
         if let Err(e) = leases::release(&self.pool, &lease).await {
             tracing::warn!(stream = spec.name, error = %e, "could not release the lease; it will expire");
@@ -268,11 +286,14 @@ impl AccountPoller {
         }
     }
 
-    /// Returns `Ok(false)` when shutdown interrupted the run.
+    /// Returns `Ok(false)` when shutdown interrupted the run. `poll_started`: the database's time when
+    /// a live poll started; a re-read of open orders leaves out those stored since.
+    #[allow(clippy::too_many_arguments)]
     async fn run_stream(
         &self,
         spec: &StreamSpec,
         mode: RunMode,
+        poll_started: Option<DateTime<Utc>>,
         lease: &Lease,
         shutdown: &CancellationToken,
         progress: &dyn Progress,
@@ -325,10 +346,16 @@ impl AccountPoller {
                 self.run_windows(&run, max_window, adaptive, totals).await
             }
             StreamPlan::OpenOrders { batch } => {
-                self.run_open_orders(
-                    spec, mode, lease, run_id, to, batch, shutdown, progress, totals,
-                )
-                .await
+                match orders::open_order_ids(&self.pool, self.account_id, poll_started).await {
+                    Ok(ids) => {
+                        let batches = ids.chunks(batch.max(1)).map(<[String]>::to_vec).collect();
+                        self.run_open_orders(
+                            spec, mode, lease, run_id, to, batches, shutdown, progress, totals,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(store_err(e.into())),
+                }
             }
         };
 
@@ -459,19 +486,12 @@ impl AccountPoller {
         lease: &Lease,
         run_id: i64,
         to: DateTime<Utc>,
-        batch: usize,
+        batches: VecDeque<Vec<String>>,
         shutdown: &CancellationToken,
         progress: &dyn Progress,
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
-        let ids = orders::open_order_ids(&self.pool, self.account_id)
-            .await
-            .map_err(|e| PollError::Store {
-                account: self.account.name.clone(),
-                stream: spec.name.to_owned(),
-                source: e.into(),
-            })?;
-        if ids.is_empty() {
+        if batches.is_empty() {
             if mode == RunMode::Live {
                 let nothing = Page {
                     orders: Vec::new(),
@@ -490,8 +510,6 @@ impl AccountPoller {
             }
             return Ok(true);
         }
-        let batches: VecDeque<Vec<String>> =
-            ids.chunks(batch.max(1)).map(<[String]>::to_vec).collect();
         let run = LaneRun {
             spec,
             mode,

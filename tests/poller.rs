@@ -70,6 +70,27 @@ async fn full_then_incremental(api: Api, orders: usize, changes: usize) {
         assert_eq!(updates.len(), 1, "{updates:?}");
         assert!(updates[0].contains("days=2"), "{updates:?}");
     }
+    // C2C re-reads its open orders by code for their status; those the backfill has just stored are
+    // not asked for again in the same poll.
+    let reread_by_code = |env: &SyncEnv| -> usize {
+        env.sandbox
+            .audit()
+            .into_iter()
+            .filter(|entry| entry.path.ends_with("GetOrderInfoByOrdersCode"))
+            .map(|entry| {
+                let body: serde_json::Value =
+                    serde_json::from_str(entry.body.as_deref().unwrap_or("{}")).unwrap();
+                body["SiparisKodlari"].as_array().map_or(0, Vec::len)
+            })
+            .sum()
+    };
+    if api == Api::C2c {
+        assert_eq!(
+            reread_by_code(&env),
+            0,
+            "{api}: the backfill re-read its own orders"
+        );
+    }
     let lines: i64 = sqlx::query_scalar("select count(*) from order_lines")
         .fetch_one(&env.db.pool)
         .await
@@ -89,6 +110,21 @@ async fn full_then_incremental(api: Api, orders: usize, changes: usize) {
         .sum();
     assert_eq!(written, 0, "{api}: an unchanged run wrote orders");
     let quiet_requests = env.sandbox.audit().len();
+    if api == Api::C2c {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from orders \
+             where state not in ('completed', 'cancelled', 'rejected', 'returned')",
+        )
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+        assert!(open > 0, "{api}: the sandbox holds open orders");
+        assert_eq!(
+            reread_by_code(&env) as i64,
+            open,
+            "{api}: the next poll re-reads every open order"
+        );
+    }
     // Where the API can say what changed, a quiet run costs one request per stream: allesgo's two
     // streams, GittiGidiyor's newest-first page that reaches past the cursor.
     if let Some(most) = match api {

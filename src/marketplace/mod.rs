@@ -177,7 +177,9 @@ pub enum StreamPlan {
     },
     /// Re-read, by identifier, every order of the account the store holds in a non-final state, in
     /// batches of `batch` identifiers ([`PageRequest::order_ids`]). Used where the API offers no change
-    /// filter at all. The stream's cursor records when the last full pass finished.
+    /// filter at all. A live poll leaves out the orders stored since it started (a stream before this
+    /// one has just read them; on a backfill, all of them). The stream's cursor records when the last
+    /// full pass finished.
     OpenOrders { batch: usize },
 }
 

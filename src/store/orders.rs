@@ -626,20 +626,29 @@ fn states(is_final: bool) -> Vec<&'static str> {
         .collect()
 }
 
-/// External ids of the account's orders that are not in a final state, oldest first.
+/// External ids of the account's orders that are not in a final state, oldest first; with
+/// `stored_before`, only those whose content was last stored before it (by the database's [`clock`]).
 pub async fn open_order_ids(
     db: impl PgExecutor<'_>,
     account_id: i64,
+    stored_before: Option<DateTime<Utc>>,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "select external_id from orders
          where account_id = $1 and state <> all($2)
+           and ($3::timestamptz is null or last_changed_at < $3)
          order by placed_at nulls first, id",
     )
     .bind(account_id)
     .bind(states(true))
+    .bind(stored_before)
     .fetch_all(db)
     .await
+}
+
+/// The database's clock, which stamps stored orders (`first_seen_at`, `last_changed_at`).
+pub async fn clock(db: impl PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("select now()").fetch_one(db).await
 }
 
 /// Where to start re-reading the account's orders that are not final: the earliest of their placement
