@@ -58,6 +58,13 @@ const FETCH_AHEAD_ORDERS: usize = 1_000;
 /// small whatever the page.
 const WRITE_BATCH_ORDERS: usize = 500;
 
+/// Two writes under way hold at most [`WRITE_BATCH_ORDERS`] orders between them (what one write held
+/// before writes went beside each other) or, where that allows more, this much raw payload (the JSON
+/// text of the orders, their lines and packages): what 500 Labs orders carry (about 4 KB each with
+/// their lines). Orders with lighter payloads (C2C, GittiGidiyor) so get two full writes without the
+/// two holding more than 500 heavy orders would.
+const BESIDE_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
 const REREAD_OPEN_LIMIT: TimeDelta = TimeDelta::days(90);
 
@@ -535,8 +542,9 @@ impl AccountPoller {
     /// unread.
     ///
     /// Two writes may be under way at once: a group that fits one transaction starts beside the write
-    /// before it when none of its orders is in that write, and writes its orders in a transaction of
-    /// its own while that one commits; it renews the lease, advances the cursor and commits only after
+    /// before it when none of its orders is in that write and the two hold no more than
+    /// [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a transaction of its own while
+    /// that one commits; it renews the lease, advances the cursor and commits only after
     /// the write before it has committed ([`orders::prepare`], [`orders::PreparedWrite::commit`]).
     async fn run_lanes(
         &self,
@@ -549,7 +557,7 @@ impl AccountPoller {
         // The writes under way, in write order (at most two), and the orders of each when the next
         // may be written beside it.
         let mut writes: FuturesOrdered<BoxFuture<'_, Written>> = FuturesOrdered::new();
-        let mut beside: VecDeque<Option<HashSet<String>>> = VecDeque::new();
+        let mut beside: VecDeque<Option<Beside>> = VecDeque::new();
         // Signalled when the last write under way has committed.
         let mut last_committed: Option<oneshot::Receiver<()>> = None;
         // The page to write next: lane `lane`, its `index`-th confirmed token.
@@ -578,9 +586,9 @@ impl AccountPoller {
                     None => false,
                     Some(Ok(Some(page))) => match beside.back() {
                         None => true,
-                        Some(Some(orders)) => {
+                        Some(Some(under_way)) => {
                             writes.len() < 2
-                                && fits_beside(page, orders)
+                                && under_way.admits(page, page.orders.len(), payload_bytes(page))
                                 && connection_free(&self.pool)
                         }
                         Some(None) => false,
@@ -598,15 +606,16 @@ impl AccountPoller {
                     &mut fetches.ready,
                     (lane, index),
                     page,
-                    WRITE_BATCH_ORDERS - alongside.map_or(0, HashSet::len),
-                    |page| alongside.is_none_or(|orders| fits_beside(page, orders)),
+                    |page, orders, payload| {
+                        alongside.is_none_or(|under_way| under_way.admits(page, orders, payload))
+                    },
                 );
                 let group = GroupWrite::new(run, &fetches.lanes, group);
                 // The pages taken out make room for requests, which go out now rather than after
                 // the write; pages keep arriving (and are parsed) while it runs.
                 fetches.request_ahead(run.changed_since, after, true);
                 let write: BoxFuture<'_, Written> = if group.fits_one() {
-                    beside.push_back(Some(group.order_ids()));
+                    beside.push_back(Some(group.beside()));
                     let (committed, signal) = oneshot::channel();
                     let previous = last_committed.replace(signal);
                     Box::pin(self.write_in_one(spec.name, run.lease, group, previous, committed))
@@ -945,12 +954,60 @@ impl GroupWrite {
         orders <= WRITE_BATCH_ORDERS && self.pages.iter().all(|(page, _)| page.more.is_none())
     }
 
-    fn order_ids(&self) -> HashSet<String> {
-        self.pages
-            .iter()
-            .flat_map(|(page, _)| page.orders.iter().map(|o| o.external_id.clone()))
-            .collect()
+    /// What a group written beside this one must keep clear of.
+    fn beside(&self) -> Beside {
+        Beside {
+            orders: self
+                .pages
+                .iter()
+                .flat_map(|(page, _)| page.orders.iter().map(|o| o.external_id.clone()))
+                .collect(),
+            payload: self.pages.iter().map(|(page, _)| payload_bytes(page)).sum(),
+        }
     }
+}
+
+/// A write under way, as a group written beside it sees it: its orders and their payload's size.
+struct Beside {
+    orders: HashSet<String>,
+    payload: usize,
+}
+
+impl Beside {
+    /// Whether `page` may join a group of `orders` orders and `payload` bytes (the page's own
+    /// included) written beside this write: it is not being read still, it holds none of this
+    /// write's orders (the two transactions then never wait on each other), and the two writes
+    /// together hold no more than [`WRITE_BATCH_ORDERS`] orders or [`BESIDE_PAYLOAD_BYTES`].
+    fn admits(&self, page: &Page, orders: usize, payload: usize) -> bool {
+        page.more.is_none()
+            && (self.orders.len() + orders <= WRITE_BATCH_ORDERS
+                || self.payload + payload <= BESIDE_PAYLOAD_BYTES)
+            && !page
+                .orders
+                .iter()
+                .any(|o| self.orders.contains(&o.external_id))
+    }
+}
+
+/// The size of a page's raw payloads: its orders', their lines' and their packages' JSON text, most
+/// of what a write of the page holds.
+fn payload_bytes(page: &Page) -> usize {
+    page.orders
+        .iter()
+        .map(|order| {
+            order.raw.json().len()
+                + order
+                    .lines
+                    .iter()
+                    .map(|l| l.raw.json().len())
+                    .sum::<usize>()
+                + order
+                    .packages
+                    .iter()
+                    .map(|p| p.raw.json().len())
+                    .sum::<usize>()
+        })
+        .sum()
 }
 
 /// A finished write: what it committed (a write in parts may fail after some), and the lanes of its
@@ -961,16 +1018,6 @@ struct Written {
     /// Orders of a streamed answer after its first batch (its page, the last of the group, counted
     /// only that batch): they count in its lane's size.
     streamed: usize,
-}
-
-/// Whether `page` may be written beside a write of `orders`: it is not being read still, the two
-/// writes together hold no more than [`WRITE_BATCH_ORDERS`] orders (what one write held before, so
-/// that writing two at once costs no memory), and it holds none of those orders (the two transactions
-/// then never wait on each other).
-fn fits_beside(page: &Page, orders: &HashSet<String>) -> bool {
-    page.more.is_none()
-        && page.orders.len() + orders.len() <= WRITE_BATCH_ORDERS
-        && !page.orders.iter().any(|o| orders.contains(&o.external_id))
 }
 
 /// Whether the pool has a connection for a write beside another without waiting: an idle one, or
@@ -1477,20 +1524,21 @@ impl LanePlanner {
 }
 
 /// The page to write next (lane and index) and the pages after it, in write order, that are ready to
-/// be written with it: a run of fetched pages up to `room` orders (a single page may hold
-/// more), ending before the first page that is not in, failed or was interrupted, which the caller
-/// meets next on its own, or that holds an order already in the run (written after it, the order's
-/// history keeps the state in between), or with a page whose answer is still being read
-/// ([`Page::more`]). Returns the pages with their lanes, and where the page after them is.
+/// be written with it: a run of fetched pages up to [`WRITE_BATCH_ORDERS`] orders (a single page may
+/// hold more) that `admit` takes (given the group's orders and payload size with the page), ending before the
+/// first page that is not in, failed or was interrupted, which the caller meets next on its own, or
+/// that holds an order already in the run (written after it, the order's history keeps the state in
+/// between), or with a page whose answer is still being read ([`Page::more`]). Returns the pages with
+/// their lanes, and where the page after them is.
 fn coalesce(
     lanes: &[Lane],
     ready: &mut HashMap<Slot, Result<Option<Page>, PollError>>,
     mut at: (usize, usize),
     first: Page,
-    room: usize,
-    admit: impl Fn(&Page) -> bool,
+    admit: impl Fn(&Page, usize, usize) -> bool,
 ) -> (Vec<(usize, Page)>, (usize, usize)) {
     let mut orders = first.orders.len();
+    let mut payload = payload_bytes(&first);
     let mut ids: HashSet<String> = first.orders.iter().map(|o| o.external_id.clone()).collect();
     let mut group = Vec::new();
     let mut page = first;
@@ -1508,11 +1556,16 @@ fn coalesce(
         };
         match ready.remove(&slot) {
             Some(Ok(Some(next)))
-                if orders + next.orders.len() <= room
-                    && admit(&next)
+                if orders + next.orders.len() <= WRITE_BATCH_ORDERS
+                    && admit(
+                        &next,
+                        orders + next.orders.len(),
+                        payload + payload_bytes(&next),
+                    )
                     && !next.orders.iter().any(|o| ids.contains(&o.external_id)) =>
             {
                 orders += next.orders.len();
+                payload += payload_bytes(&next);
                 ids.extend(next.orders.iter().map(|o| o.external_id.clone()));
                 page = next;
             }

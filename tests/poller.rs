@@ -983,11 +983,14 @@ async fn an_order_in_two_ready_pages_keeps_each_state_in_its_history() {
 /// A marketplace of one stream whose one window has three pages, each naming the next; it notes when
 /// each page was asked for. The second page answers a little late, so that it arrives while the
 /// first is being written. Page `i` holds order `P<i>` with status 1, or, with `same_order`, order
-/// `P0` with status `i + 1`.
+/// `P0` with status `i + 1`; and `more` orders `P<i>-<k>` after it. Each order's raw payload carries
+/// `padding` bytes besides its id and status.
 #[derive(Default)]
 struct NextLinks {
     asked_at: Mutex<BTreeMap<usize, DateTime<Utc>>>,
     same_order: bool,
+    more: usize,
+    padding: usize,
 }
 
 #[async_trait::async_trait]
@@ -1006,13 +1009,27 @@ impl Marketplace for NextLinks {
         if index == 1 {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let order = if self.same_order {
+        let first = if self.same_order {
             scripted_order("P0", &(index + 1).to_string())
         } else {
             scripted_order(&format!("P{index}"), "1")
         };
+        let padded = |mut order: Order| {
+            if self.padding > 0 {
+                order.raw = serde_json::json!({
+                    "id": order.external_id,
+                    "padding": "x".repeat(self.padding),
+                })
+                .into();
+            }
+            order
+        };
+        let orders = std::iter::once(first)
+            .chain((1..=self.more).map(|k| scripted_order(&format!("P{index}-{k}"), "1")))
+            .map(padded)
+            .collect();
         Ok(Page {
-            orders: vec![order],
+            orders,
             next: (index < 2).then(|| (index + 1).to_string()),
             requests: 1,
             more: None,
@@ -1167,6 +1184,37 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
     assert!(order_of("P0") < order_of("P1"), "{renewed:?} {inserts:?}");
     assert!(order_of("P1") <= order_of("P2"), "{renewed:?} {inserts:?}");
     assert_eq!(stored_orders(&db).await, 3);
+}
+
+/// Whether the second page's orders went in while the first page's write was still under way (the
+/// first slowed down by a second), for pages of `more` + 1 orders whose payloads carry `padding` bytes.
+async fn second_page_written_beside_the_first(more: usize, padding: usize) -> bool {
+    let marketplace = Arc::new(NextLinks {
+        more,
+        padding,
+        ..NextLinks::default()
+    });
+    let (db, reports) =
+        next_links_run(&[SLOW_FIRST_PAGE, LOG_INSERTS].concat(), marketplace, None).await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 3 * (more as i64 + 1));
+    let inserts = logged_inserts(&db).await;
+    inserts["P1"].0 < first_write_end(&db).await
+}
+
+/// Two writes under way are bounded by the size of their payloads, not by a count of orders: two
+/// pages of 300 light orders each (about 100 bytes) are written beside each other, though together
+/// they hold more orders than one write may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_light_orders_are_written_beside_each_other_up_to_a_full_write_each() {
+    assert!(second_page_written_beside_the_first(299, 50).await);
+}
+
+/// Two pages of 300 orders of 4 KB each hold more payload together than two writes under way may
+/// (2 MiB): the second is written after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_heavy_orders_are_not_written_beside_each_other() {
+    assert!(!second_page_written_beside_the_first(299, 4_000).await);
 }
 
 /// With a pool of one connection nothing is written beside: a write beside another would wait for
