@@ -213,12 +213,17 @@ impl AccountPoller {
     ) -> Vec<StreamReport> {
         // Orders stored from now on are read during this poll, so a re-read of the open orders later in
         // it leaves them out. The database's clock stamps them; without it, nothing is left out.
-        let poll_started = match mode {
-            RunMode::Live => orders::clock(&self.pool).await.ok(),
-            RunMode::Replay { .. } => None,
+        let streams = self.marketplace.streams();
+        let rereads_open = streams
+            .iter()
+            .any(|spec| matches!(spec.plan, StreamPlan::OpenOrders { .. }));
+        let poll_started = if rereads_open && mode == RunMode::Live {
+            orders::clock(&self.pool).await.ok()
+        } else {
+            None
         };
         let mut reports = Vec::new();
-        for spec in &self.marketplace.streams() {
+        for spec in &streams {
             if shutdown.is_cancelled() {
                 break;
             }
@@ -542,8 +547,8 @@ impl AccountPoller {
     /// unread.
     ///
     /// Two writes may be under way at once: a group that fits one transaction starts beside the write
-    /// before it when none of its orders is in that write and the two hold no more than
-    /// [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a transaction of its own while
+    /// before it when none of its orders is in that write and the two hold no more than 500 orders
+    /// or [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a transaction of its own while
     /// that one commits; it renews the lease, advances the cursor and commits only after
     /// the write before it has committed ([`orders::prepare`], [`orders::PreparedWrite::commit`]).
     async fn run_lanes(

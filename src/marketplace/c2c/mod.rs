@@ -10,8 +10,9 @@
 //!   `BaslangicTarihi`/`BitisTarihi` are `dd.MM.yyyy HH:mm` Istanbul time, `from` rounded down and `to`
 //!   rounded up to the minute (the API has minute precision; the overlap is harmless). Six hours, not a
 //!   day: the answer is unpaginated, and a busy shop's day is thousands of orders held at once.
-//! - stream `status`: the orders the store still holds open, a batch at a time, re-read whole with
-//!   `GetOrderInfoByOrdersCode` (except those the `new` stream stored during the same poll). `GetOrdersStateByOrdersCode` is not used: it returns only code and
+//! - stream `status`: the orders the store still holds open (except those the `new` stream stored
+//!   during the same poll), a batch at a time, re-read whole with `GetOrderInfoByOrdersCode`.
+//!   `GetOrdersStateByOrdersCode` is not used: it returns only code and
 //!   status text (in a different vocabulary, e.g. `Sipariş Tamamlandı`), cannot produce a complete order
 //!   and, without the previously stored status, cannot even save the second request — one full read
 //!   per batch costs the same one request and brings every change, not only the status.
