@@ -7,8 +7,9 @@
 //! - A window starts at the cursor minus the account's overlap (inclusive), so a change that landed
 //!   late on the marketplace, or under a skewed clock, is read again rather than missed.
 //! - The cursor moves to a window's end only in the transaction that writes the window's last page.
-//! - Writes commit in write order. A write whose orders differ from the one before it may write them
-//!   beside it, on a second connection, but commits only after it.
+//! - Writes commit in write order. A write may write its orders beside the writes before it, on a
+//!   connection of its own, but commits only after them; orders they hold too it writes only once
+//!   they have committed.
 //! - A stream is polled by one replica at a time: the run holds a lease, and every page write checks
 //!   and renews it.
 
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::AccountConfig;
-use crate::domain::MarketplaceKind;
+use crate::domain::{MarketplaceKind, Order};
 use crate::marketplace::{
     Disposition, Marketplace, MarketplaceError, MoreOrders, Page, PageRequest, StreamPlan,
     StreamSpec,
@@ -58,11 +59,15 @@ const FETCH_AHEAD_ORDERS: usize = 1_000;
 /// small whatever the page.
 const WRITE_BATCH_ORDERS: usize = 500;
 
-/// Two writes under way hold at most [`WRITE_BATCH_ORDERS`] orders between them (what one write held
+/// How many writes may be under way at once: the oldest commits while the others write their orders,
+/// each on a connection of its own, and they commit in write order.
+const WRITES_UNDER_WAY: usize = 3;
+
+/// The writes under way hold at most [`WRITE_BATCH_ORDERS`] orders between them (what one write held
 /// before writes went beside each other) or, where that allows more, this much raw payload (the JSON
 /// text of the orders, their lines and packages): what 500 Labs orders carry (about 4 KB each with
-/// their lines). Orders with lighter payloads (C2C, GittiGidiyor) so get two full writes without the
-/// two holding more than 500 heavy orders would.
+/// their lines). Orders with lighter payloads (C2C, GittiGidiyor) so get several full writes without
+/// those holding more than 500 heavy orders would.
 const BESIDE_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 
 /// How far back a stream that re-reads open orders may reach, whatever the oldest open order.
@@ -546,11 +551,12 @@ impl AccountPoller {
     /// have more than one; such a page turns out useless only past the lane's end, and is then dropped
     /// unread.
     ///
-    /// Two writes may be under way at once: a group that fits one transaction starts beside the write
-    /// before it when none of its orders is in that write and the two hold no more than 500 orders
-    /// or [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a transaction of its own while
-    /// that one commits; it renews the lease, advances the cursor and commits only after
-    /// the write before it has committed ([`orders::prepare`], [`orders::PreparedWrite::commit`]).
+    /// Up to [`WRITES_UNDER_WAY`] writes may be under way at once: a group that fits one transaction
+    /// starts beside the writes before it when all of them fit one transaction each and together hold
+    /// no more than 500 orders or [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a
+    /// transaction of its own while those commit; the orders they hold too, and then the lease, the
+    /// cursor and the commit, wait until the write before it has committed ([`orders::prepare`],
+    /// [`orders::PreparedWrite::add`], [`orders::PreparedWrite::commit`]).
     async fn run_lanes(
         &self,
         run: &LaneRun<'_>,
@@ -559,10 +565,10 @@ impl AccountPoller {
     ) -> Result<bool, PollError> {
         let spec = run.spec;
         let mut fetches = Fetches::new(planner, self.fetcher(spec, run), self.account.page_size);
-        // The writes under way, in write order (at most two), and the orders of each when the next
-        // may be written beside it.
+        // The writes under way, in write order (at most `WRITES_UNDER_WAY`), and the orders of each
+        // when the next may be written beside them.
         let mut writes: FuturesOrdered<BoxFuture<'_, Written>> = FuturesOrdered::new();
-        let mut beside: VecDeque<Option<Beside>> = VecDeque::new();
+        let mut beside = UnderWay::default();
         // Signalled when the last write under way has committed.
         let mut last_committed: Option<oneshot::Receiver<()>> = None;
         // The page to write next: lane `lane`, its `index`-th confirmed token.
@@ -589,15 +595,11 @@ impl AccountPoller {
             let startable = lane < fetches.lanes.len()
                 && match fetches.peek(lane, index) {
                     None => false,
-                    Some(Ok(Some(page))) => match beside.back() {
-                        None => true,
-                        Some(Some(under_way)) => {
-                            writes.len() < 2
-                                && under_way.admits(page, page.orders.len(), payload_bytes(page))
-                                && connection_free(&self.pool)
-                        }
-                        Some(None) => false,
-                    },
+                    Some(Ok(Some(page))) => {
+                        beside.is_empty()
+                            || (beside.admits(page, page.orders.len(), payload_bytes(page))
+                                && connection_free(&self.pool))
+                    }
                     // A failure or an interruption ends the run once the writes before it are done.
                     Some(_) => writes.is_empty(),
                 };
@@ -605,27 +607,27 @@ impl AccountPoller {
                 let Some(page) = fetches.take(lane, index).expect("peeked")? else {
                     return Ok(false);
                 };
-                let alongside = beside.back().and_then(Option::as_ref);
                 let (group, after) = coalesce(
                     &fetches.lanes,
                     &mut fetches.ready,
                     (lane, index),
                     page,
                     |page, orders, payload| {
-                        alongside.is_none_or(|under_way| under_way.admits(page, orders, payload))
+                        beside.is_empty() || beside.admits(page, orders, payload)
                     },
                 );
-                let group = GroupWrite::new(run, &fetches.lanes, group);
+                let mut group = GroupWrite::new(run, &fetches.lanes, group);
                 // The pages taken out make room for requests, which go out now rather than after
                 // the write; pages keep arriving (and are parsed) while it runs.
                 fetches.request_ahead(run.changed_since, after, true);
                 let write: BoxFuture<'_, Written> = if group.fits_one() {
-                    beside.push_back(Some(group.beside()));
+                    group.defer_orders_of(&beside);
+                    beside.push(Some(group.beside()));
                     let (committed, signal) = oneshot::channel();
                     let previous = last_committed.replace(signal);
                     Box::pin(self.write_in_one(spec.name, run.lease, group, previous, committed))
                 } else {
-                    beside.push_back(None);
+                    beside.push(None);
                     last_committed = None;
                     Box::pin(self.write_in_parts(spec, run.lease, fetches.fetcher.clone(), group))
                 };
@@ -635,7 +637,7 @@ impl AccountPoller {
             }
             tokio::select! {
                 Some(written) = writes.next(), if !writes.is_empty() => {
-                    beside.pop_front();
+                    beside.pop();
                     *totals += written.totals;
                     let pages = written.pages?;
                     self.report(run, &mut fetches.lanes, &pages, written.streamed, totals);
@@ -676,9 +678,10 @@ impl AccountPoller {
         }
     }
 
-    /// Writes a group of pages in one transaction: its orders at once, beside the write before it
-    /// (whose orders differ), and its commit — the lease, the checkpoint — only once `previous`, that
-    /// write's, has committed; then signals `committed`.
+    /// Writes a group of pages in one transaction: its orders at once, beside the writes before it,
+    /// and its deferred orders (those writes hold them too) and its commit — the lease, the
+    /// checkpoint — only once `previous`, the write before it, has committed; then signals
+    /// `committed`.
     async fn write_in_one(
         &self,
         stream: &'static str,
@@ -689,6 +692,7 @@ impl AccountPoller {
     ) -> Written {
         let GroupWrite {
             pages,
+            deferred,
             lanes,
             checkpoint,
         } = group;
@@ -715,13 +719,23 @@ impl AccountPoller {
         drop(orders);
         drop(pages);
         let write = async {
-            let prepared = prepared?;
+            let mut prepared = prepared?;
             if let Some(previous) = previous
                 && previous.await.is_err()
             {
                 // The write before failed: the run ends with its error, which comes first, and
                 // drops this one unfinished (its transaction rolls back).
                 std::future::pending::<()>().await;
+            }
+            if !deferred.is_empty() {
+                let deferred: Vec<PageOrders<'_>> = deferred
+                    .iter()
+                    .map(|(orders, window_from)| PageOrders {
+                        orders,
+                        window_from: *window_from,
+                    })
+                    .collect();
+                prepared.add(&deferred).await?;
             }
             prepared.commit(checkpoint, Some(lease)).await
         };
@@ -918,6 +932,9 @@ impl AccountPoller {
 /// checkpoint of the last lane they complete.
 struct GroupWrite {
     pages: Vec<(Page, Option<DateTime<Utc>>)>,
+    /// Orders of the pages that a write under way holds too, taken out of their pages (with their
+    /// page's window start): they are written once that write has committed.
+    deferred: Vec<(Vec<Order>, Option<DateTime<Utc>>)>,
     /// The lane of each page, and whether the page is its lane's last.
     lanes: Vec<(usize, bool)>,
     checkpoint: Option<(&'static str, DateTime<Utc>)>,
@@ -947,8 +964,24 @@ impl GroupWrite {
             .collect();
         GroupWrite {
             pages,
+            deferred: Vec::new(),
             lanes: lanes_of,
             checkpoint,
+        }
+    }
+
+    /// Takes the orders that `under_way` holds out of the pages, to be written after it commits:
+    /// written beside it, the two transactions would wait on each other's rows.
+    fn defer_orders_of(&mut self, under_way: &UnderWay) {
+        for (page, window_from) in &mut self.pages {
+            if !page.orders.iter().any(|order| under_way.holds(order)) {
+                continue;
+            }
+            let (later, now) = std::mem::take(&mut page.orders)
+                .into_iter()
+                .partition(|order| under_way.holds(order));
+            page.orders = now;
+            self.deferred.push((later, *window_from));
         }
     }
 
@@ -961,13 +994,21 @@ impl GroupWrite {
 
     /// What a group written beside this one must keep clear of.
     fn beside(&self) -> Beside {
+        let deferred = self.deferred.iter().flat_map(|(orders, _)| orders);
         Beside {
             orders: self
                 .pages
                 .iter()
-                .flat_map(|(page, _)| page.orders.iter().map(|o| o.external_id.clone()))
+                .flat_map(|(page, _)| &page.orders)
+                .chain(deferred.clone())
+                .map(|o| o.external_id.clone())
                 .collect(),
-            payload: self.pages.iter().map(|(page, _)| payload_bytes(page)).sum(),
+            payload: self
+                .pages
+                .iter()
+                .map(|(page, _)| payload_bytes(page))
+                .sum::<usize>()
+                + deferred.map(order_payload_bytes).sum::<usize>(),
         }
     }
 }
@@ -978,41 +1019,71 @@ struct Beside {
     payload: usize,
 }
 
-impl Beside {
+/// The writes under way, in write order: `None` for a write in parts, which nothing goes beside.
+#[derive(Default)]
+struct UnderWay(VecDeque<Option<Beside>>);
+
+impl UnderWay {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, write: Option<Beside>) {
+        self.0.push_back(write);
+    }
+
+    /// The oldest write has committed.
+    fn pop(&mut self) {
+        self.0.pop_front();
+    }
+
     /// Whether `page` may join a group of `orders` orders and `payload` bytes (the page's own
-    /// included) written beside this write: it is not being read still, it holds none of this
-    /// write's orders (the two transactions then never wait on each other), and the two writes
+    /// included) written beside these writes: fewer than [`WRITES_UNDER_WAY`] are under way, each
+    /// in one transaction; the group fits one transaction too (the parts of a larger one would
+    /// commit before the writes under way), and the page is not being read still; and all of them
     /// together hold no more than [`WRITE_BATCH_ORDERS`] orders or [`BESIDE_PAYLOAD_BYTES`].
     fn admits(&self, page: &Page, orders: usize, payload: usize) -> bool {
-        page.more.is_none()
-            && (self.orders.len() + orders <= WRITE_BATCH_ORDERS
-                || self.payload + payload <= BESIDE_PAYLOAD_BYTES)
-            && !page
-                .orders
-                .iter()
-                .any(|o| self.orders.contains(&o.external_id))
+        let mut held = (0, 0);
+        for write in &self.0 {
+            let Some(write) = write else {
+                return false;
+            };
+            held = (held.0 + write.orders.len(), held.1 + write.payload);
+        }
+        self.0.len() < WRITES_UNDER_WAY
+            && orders <= WRITE_BATCH_ORDERS
+            && page.more.is_none()
+            && (held.0 + orders <= WRITE_BATCH_ORDERS || held.1 + payload <= BESIDE_PAYLOAD_BYTES)
+    }
+
+    /// Whether a write under way holds `order`.
+    fn holds(&self, order: &Order) -> bool {
+        self.0
+            .iter()
+            .flatten()
+            .any(|write| write.orders.contains(&order.external_id))
     }
 }
 
 /// The size of a page's raw payloads: its orders', their lines' and their packages' JSON text, most
 /// of what a write of the page holds.
 fn payload_bytes(page: &Page) -> usize {
-    page.orders
-        .iter()
-        .map(|order| {
-            order.raw.json().len()
-                + order
-                    .lines
-                    .iter()
-                    .map(|l| l.raw.json().len())
-                    .sum::<usize>()
-                + order
-                    .packages
-                    .iter()
-                    .map(|p| p.raw.json().len())
-                    .sum::<usize>()
-        })
-        .sum()
+    page.orders.iter().map(order_payload_bytes).sum()
+}
+
+/// The size of an order's raw payloads: its own, its lines' and its packages'.
+fn order_payload_bytes(order: &Order) -> usize {
+    order.raw.json().len()
+        + order
+            .lines
+            .iter()
+            .map(|l| l.raw.json().len())
+            .sum::<usize>()
+        + order
+            .packages
+            .iter()
+            .map(|p| p.raw.json().len())
+            .sum::<usize>()
 }
 
 /// A finished write: what it committed (a write in parts may fail after some), and the lanes of its

@@ -983,13 +983,14 @@ async fn an_order_in_two_ready_pages_keeps_each_state_in_its_history() {
 /// A marketplace of one stream whose one window has three pages, each naming the next; it notes when
 /// each page was asked for. The second page answers a little late, so that it arrives while the
 /// first is being written. Page `i` holds order `P<i>` with status 1, or, with `same_order`, order
-/// `P0` with status `i + 1`; and `more` orders `P<i>-<k>` after it. Each order's raw payload carries
-/// `padding` bytes besides its id and status.
+/// `P0` with status `i + 1`; and `more` orders `P<i>-<k>` after it (`later_more` on the pages after
+/// the first, when set). Each order's raw payload carries `padding` bytes besides its id and status.
 #[derive(Default)]
 struct NextLinks {
     asked_at: Mutex<BTreeMap<usize, DateTime<Utc>>>,
     same_order: bool,
     more: usize,
+    later_more: Option<usize>,
     padding: usize,
 }
 
@@ -1024,8 +1025,12 @@ impl Marketplace for NextLinks {
             }
             order
         };
+        let more = match self.later_more {
+            Some(more) if index > 0 => more,
+            _ => self.more,
+        };
         let orders = std::iter::once(first)
-            .chain((1..=self.more).map(|k| scripted_order(&format!("P{index}-{k}"), "1")))
+            .chain((1..=more).map(|k| scripted_order(&format!("P{index}-{k}"), "1")))
             .map(padded)
             .collect();
         Ok(Page {
@@ -1082,6 +1087,18 @@ async fn first_write_end(db: &common::TestDb) -> DateTime<Utc> {
         .fetch_one(&db.pool)
         .await
         .unwrap()
+}
+
+/// Asserts that order `id` went in while the first page's write was still under way (`beside`), or
+/// after it ended ([`SLOW_FIRST_PAGE`] notes when).
+async fn assert_inserted_beside_the_first_write(db: &common::TestDb, id: &str, beside: bool) {
+    let inserted = logged_inserts(db).await[id].0;
+    let first_ends = first_write_end(db).await;
+    assert_eq!(
+        inserted < first_ends,
+        beside,
+        "{id} was inserted at {inserted}; the first write's orders were done at {first_ends}"
+    );
 }
 
 /// A fresh database prepared by `statements` (triggers that slow writes down or log them), and one live
@@ -1163,13 +1180,8 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
     .await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(reports[0].totals.counts.inserted, 3, "{reports:?}");
+    assert_inserted_beside_the_first_write(&db, "P1", true).await;
     let inserts = logged_inserts(&db).await;
-    let first_ends = first_write_end(&db).await;
-    assert!(
-        inserts["P1"].0 < first_ends,
-        "P1 was inserted at {}, after the first write's orders were done at {first_ends}",
-        inserts["P1"].0
-    );
     assert_ne!(inserts["P0"].1, inserts["P1"].1, "two transactions");
     let renewed: Vec<i64> = sqlx::query_scalar("select xid from renewals order by at")
         .fetch_all(&db.pool)
@@ -1184,6 +1196,38 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
     assert!(order_of("P0") < order_of("P1"), "{renewed:?} {inserts:?}");
     assert!(order_of("P1") <= order_of("P2"), "{renewed:?} {inserts:?}");
     assert_eq!(stored_orders(&db).await, 3);
+}
+
+/// Three writes may be under way at once: the first page's write is slowed down by a second and the
+/// second page's by half a second (a trigger), and the third page's order goes in before the first
+/// write ends, in a transaction of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_writes_are_under_way_at_once() {
+    let (db, reports) = next_links_run(
+        &[
+            SLOW_FIRST_PAGE,
+            LOG_INSERTS,
+            &[
+                "create function slow_second_page() returns trigger language plpgsql as
+                    $$ begin
+                         if new.external_id = 'P1' then perform pg_sleep(0.5); end if;
+                         return new;
+                       end $$",
+                "create trigger slow_second_page before insert on orders
+                    for each row execute function slow_second_page()",
+            ],
+        ]
+        .concat(),
+        Arc::new(NextLinks::default()),
+        None,
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 3);
+    assert_inserted_beside_the_first_write(&db, "P2", true).await;
+    let inserts = logged_inserts(&db).await;
+    let transactions: HashSet<i64> = inserts.values().map(|(_, xid)| *xid).collect();
+    assert_eq!(transactions.len(), 3, "{inserts:?}");
 }
 
 /// Whether the second page's orders went in while the first page's write was still under way (the
@@ -1231,13 +1275,7 @@ async fn with_one_connection_the_writes_go_one_after_the_other() {
     .await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(stored_orders(&db).await, 3);
-    let inserts = logged_inserts(&db).await;
-    let first_ends = first_write_end(&db).await;
-    assert!(
-        inserts["P1"].0 > first_ends,
-        "P1 was inserted at {}, beside the first write (its orders were done at {first_ends})",
-        inserts["P1"].0
-    );
+    assert_inserted_beside_the_first_write(&db, "P1", false).await;
 }
 
 /// A write under way beside one that fails is rolled back: the second page's order was inserted in
@@ -1280,9 +1318,83 @@ async fn a_write_beside_a_failed_one_is_rolled_back() {
     assert_eq!(stored_orders(&db).await, 0);
 }
 
-/// A page holding an order of the write under way is not written beside it but after it, so that it
-/// sees what that write stored: every page repeats order `P0` with a new status while the first
-/// write is slowed down, and the change from the first status is in the order's history.
+/// A page larger than one write is never written beside another: its parts commit one by one, so
+/// they would commit before the write under way. The first page's one order is slowed down; the
+/// second page, of 601 light orders (two writes' worth, though far below the payload two writes
+/// under way may hold), goes in after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_larger_than_one_write_is_not_written_beside_another() {
+    let marketplace = Arc::new(NextLinks {
+        later_more: Some(600),
+        ..NextLinks::default()
+    });
+    let (db, reports) =
+        next_links_run(&[SLOW_FIRST_PAGE, LOG_INSERTS].concat(), marketplace, None).await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 1 + 2 * 601);
+    assert_inserted_beside_the_first_write(&db, "P1", false).await;
+}
+
+/// The orders of a page that the write under way holds too are written after it, in the page's own
+/// transaction, while the page's other orders go in beside it: every page repeats order `P0` with a
+/// new status beside an order of its own, and the first write is slowed down. `P1-1` goes in before
+/// that write ends; `P0` ends with the last page's status, each change in its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_of_the_write_under_way_are_written_after_it_and_the_others_beside_it() {
+    let marketplace = NextLinks {
+        same_order: true,
+        more: 1,
+        ..NextLinks::default()
+    };
+    let (db, reports) = next_links_run(
+        &[
+            LOG_INSERTS,
+            &[
+                "create table write_ends (at timestamptz not null)",
+                "create function slow_first_status() returns trigger language plpgsql as
+                $$ begin
+                     if new.status_code = '1' and new.external_id = 'P0' then
+                         perform pg_sleep(1);
+                         insert into write_ends values (clock_timestamp());
+                     end if;
+                     return new;
+                   end $$",
+                "create trigger slow_first_status before insert on orders
+                for each row execute function slow_first_status()",
+            ],
+        ]
+        .concat(),
+        Arc::new(marketplace),
+        None,
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 4);
+    assert_inserted_beside_the_first_write(&db, "P1-1", true).await;
+    let status: String =
+        sqlx::query_scalar("select status_code from orders where external_id = 'P0'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "3");
+    let history: Vec<(String, String)> = sqlx::query_as(
+        "select from_status_code, to_status_code from order_state_changes order by id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let changes = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(from, to)| (from.to_string(), to.to_string()))
+            .collect()
+    };
+    assert_eq!(history, changes(&[("1", "2"), ("2", "3")]));
+}
+
+/// A page holding an order of the write under way writes it after that write, so that it sees what
+/// that write stored: every page repeats order `P0` with a new status while the first write is
+/// slowed down, and the change from the first status is in the order's history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_holding_an_order_of_the_write_under_way_is_written_after_it() {
     let marketplace = NextLinks {

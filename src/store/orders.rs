@@ -150,87 +150,96 @@ pub async fn prepare(
     marketplace: MarketplaceKind,
     pages: &[PageOrders<'_>],
 ) -> Result<PreparedWrite, StoreError> {
-    let mut tx = pool.begin().await?;
-
-    // The last occurrence of an order wins; the earliest window that returned it is kept, as the
-    // writes of those pages one by one would keep it (`least` in the upsert).
-    let seen: usize = pages.iter().map(|page| page.orders.len()).sum();
-    let mut by_id: HashMap<&str, (&Order, Option<DateTime<Utc>>)> = HashMap::with_capacity(seen);
-    for page in pages {
-        for order in page.orders {
-            by_id
-                .entry(order.external_id.as_str())
-                .and_modify(|(last, window_from)| {
-                    *last = order;
-                    *window_from = earliest(*window_from, page.window_from);
-                })
-                .or_insert((order, page.window_from));
-        }
-    }
-    let ids: Vec<&str> = by_id.keys().copied().collect();
-
-    let existing: HashMap<String, Existing> =
-        sqlx::query_as::<_, (String, String, Option<String>, Option<String>, Vec<u8>)>(
-            "select external_id, state, status_code, status_text, content_hash from orders
-         where account_id = $1 and external_id = any($2) for update",
-        )
-        .bind(account_id)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(id, state, status_code, status_text, content_hash)| {
-            (
-                id,
-                Existing {
-                    state,
-                    status_code,
-                    status_text,
-                    content_hash,
-                },
-            )
-        })
-        .collect();
-
-    let mut counts = PageCounts {
-        seen: seen as u32,
-        ..PageCounts::default()
-    };
-    let mut to_write: Vec<Row<'_>> = Vec::new();
-    for (order, window_from) in by_id.values().copied() {
-        let hash = content_hash(order);
-        match existing.get(&order.external_id) {
-            Some(old) if old.content_hash == hash => {
-                counts.unchanged += 1;
-                continue;
-            }
-            Some(_) => counts.updated += 1,
-            None => counts.inserted += 1,
-        }
-        to_write.push(Row {
-            order,
-            hash,
-            window_from,
-        });
-    }
-    // Duplicates within the pages were seen but not written twice.
-    counts.unchanged += (seen - by_id.len()) as u32;
-
-    if !to_write.is_empty() {
-        let order_ids = upsert_orders(&mut tx, account_id, &to_write).await?;
-        insert_history(&mut tx, &to_write, &existing, &order_ids).await?;
-        replace_lines_and_packages(&mut tx, &to_write, &existing, &order_ids).await?;
-    }
-    Ok(PreparedWrite {
-        tx,
+    let mut write = PreparedWrite {
+        tx: pool.begin().await?,
         account_id,
         marketplace,
-        unknown: UnknownValues::of(&to_write),
-        counts,
-    })
+        unknown: UnknownValues::default(),
+        counts: PageCounts::default(),
+    };
+    write.add(pages).await?;
+    Ok(write)
 }
 
 impl PreparedWrite {
+    /// Writes the orders of more pages in the transaction, after those written before: an order
+    /// written before is written again as these pages have it, with its history.
+    pub async fn add(&mut self, pages: &[PageOrders<'_>]) -> Result<(), StoreError> {
+        // The last occurrence of an order wins; the earliest window that returned it is kept, as the
+        // writes of those pages one by one would keep it (`least` in the upsert).
+        let seen: usize = pages.iter().map(|page| page.orders.len()).sum();
+        let mut by_id: HashMap<&str, (&Order, Option<DateTime<Utc>>)> =
+            HashMap::with_capacity(seen);
+        for page in pages {
+            for order in page.orders {
+                by_id
+                    .entry(order.external_id.as_str())
+                    .and_modify(|(last, window_from)| {
+                        *last = order;
+                        *window_from = earliest(*window_from, page.window_from);
+                    })
+                    .or_insert((order, page.window_from));
+            }
+        }
+        let ids: Vec<&str> = by_id.keys().copied().collect();
+
+        let existing: HashMap<String, Existing> =
+            sqlx::query_as::<_, (String, String, Option<String>, Option<String>, Vec<u8>)>(
+                "select external_id, state, status_code, status_text, content_hash from orders
+                 where account_id = $1 and external_id = any($2) for update",
+            )
+            .bind(self.account_id)
+            .bind(&ids)
+            .fetch_all(&mut *self.tx)
+            .await?
+            .into_iter()
+            .map(|(id, state, status_code, status_text, content_hash)| {
+                (
+                    id,
+                    Existing {
+                        state,
+                        status_code,
+                        status_text,
+                        content_hash,
+                    },
+                )
+            })
+            .collect();
+
+        let mut counts = PageCounts {
+            seen: seen as u32,
+            ..PageCounts::default()
+        };
+        let mut to_write: Vec<Row<'_>> = Vec::new();
+        for (order, window_from) in by_id.values().copied() {
+            let hash = content_hash(order);
+            match existing.get(&order.external_id) {
+                Some(old) if old.content_hash == hash => {
+                    counts.unchanged += 1;
+                    continue;
+                }
+                Some(_) => counts.updated += 1,
+                None => counts.inserted += 1,
+            }
+            to_write.push(Row {
+                order,
+                hash,
+                window_from,
+            });
+        }
+        // Duplicates within the pages were seen but not written twice.
+        counts.unchanged += (seen - by_id.len()) as u32;
+
+        if !to_write.is_empty() {
+            let order_ids = upsert_orders(&mut self.tx, self.account_id, &to_write).await?;
+            insert_history(&mut self.tx, &to_write, &existing, &order_ids).await?;
+            replace_lines_and_packages(&mut self.tx, &to_write, &existing, &order_ids).await?;
+        }
+        self.unknown.add(&to_write);
+        self.counts += counts;
+        Ok(())
+    }
+
     /// Renews the lease (failing with [`StoreError::LeaseLost`] if it is no longer ours), counts the
     /// unknown values, advances the cursor to `checkpoint` and commits.
     pub async fn commit(
@@ -554,11 +563,13 @@ async fn replace_lines_and_packages(
 }
 
 /// The statuses and currencies without a mapping that a write's orders carried, counted.
+#[derive(Default)]
 struct UnknownValues(HashMap<(&'static str, String), i64>);
 
 impl UnknownValues {
-    fn of(rows: &[Row<'_>]) -> UnknownValues {
-        let mut seen: HashMap<(&'static str, String), i64> = HashMap::new();
+    /// Counts those of `rows`.
+    fn add(&mut self, rows: &[Row<'_>]) {
+        let seen = &mut self.0;
         // A status that was never sent is not an unknown value.
         let raw_of = |status: &RawStatus| status.code.clone().or_else(|| status.text.clone());
         for Row { order, .. } in rows {
@@ -584,7 +595,6 @@ impl UnknownValues {
                 }
             }
         }
-        UnknownValues(seen)
     }
 
     /// Adds the counts to `unknown_values`, for operators.
