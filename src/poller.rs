@@ -232,22 +232,18 @@ impl AccountPoller {
             if shutdown.is_cancelled() {
                 break;
             }
-            reports.push(
-                self.poll_stream(spec, mode, poll_started, shutdown, progress)
-                    .await,
-            );
+            let poll = Poll {
+                mode,
+                started: poll_started,
+                shutdown,
+                progress,
+            };
+            reports.push(self.poll_stream(spec, &poll).await);
         }
         reports
     }
 
-    async fn poll_stream(
-        &self,
-        spec: &StreamSpec,
-        mode: RunMode,
-        poll_started: Option<DateTime<Utc>>,
-        shutdown: &CancellationToken,
-        progress: &dyn Progress,
-    ) -> StreamReport {
+    async fn poll_stream(&self, spec: &StreamSpec, poll: &Poll<'_>) -> StreamReport {
         let mut totals = RunTotals::default();
         let lease = Lease {
             account_id: self.account_id,
@@ -277,17 +273,7 @@ impl AccountPoller {
             Err(e) => return store_failure(e.into()),
         }
 
-        let result = self
-            .run_stream(
-                spec,
-                mode,
-                poll_started,
-                &lease,
-                shutdown,
-                progress,
-                &mut totals,
-            )
-            .await;
+        let result = self.run_stream(spec, poll, &lease, &mut totals).await;
         if let Err(e) = leases::release(&self.pool, &lease).await {
             tracing::warn!(stream = spec.name, error = %e, "could not release the lease; it will expire");
         }
@@ -303,19 +289,15 @@ impl AccountPoller {
         }
     }
 
-    /// Returns `Ok(false)` when shutdown interrupted the run. `poll_started`: the database's time when
-    /// a live poll started; a re-read of open orders leaves out those stored since.
-    #[allow(clippy::too_many_arguments)]
+    /// Returns `Ok(false)` when shutdown interrupted the run.
     async fn run_stream(
         &self,
         spec: &StreamSpec,
-        mode: RunMode,
-        poll_started: Option<DateTime<Utc>>,
+        poll: &Poll<'_>,
         lease: &Lease,
-        shutdown: &CancellationToken,
-        progress: &dyn Progress,
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
+        let mode = poll.mode;
         let store_err = |source: StoreError| PollError::Store {
             account: self.account.name.clone(),
             stream: spec.name.to_owned(),
@@ -340,6 +322,16 @@ impl AccountPoller {
         .map_err(|e| store_err(e.into()))?;
         tracing::info!(stream = spec.name, run_id, %from, %to, replay, "poll run started");
 
+        let run = LaneRun {
+            spec,
+            mode,
+            lease,
+            run_id,
+            range: (from, to),
+            changed_since,
+            shutdown: poll.shutdown,
+            progress: poll.progress,
+        };
         let result = match spec.plan {
             StreamPlan::Windows {
                 max_window,
@@ -350,26 +342,18 @@ impl AccountPoller {
                 // An incremental re-read of the open range is one window, which an adapter listing the
                 // newest changes first ends early.
                 let max_window = max_window.filter(|_| !(reread_open && changed_since.is_some()));
-                let run = LaneRun {
-                    spec,
-                    mode,
-                    lease,
-                    run_id,
-                    range: (from, to),
-                    changed_since,
-                    shutdown,
-                    progress,
-                };
                 self.run_windows(&run, max_window, adaptive, totals).await
             }
             StreamPlan::OpenOrders { batch } => {
-                match orders::open_order_ids(&self.pool, self.account_id, poll_started).await {
+                match orders::open_order_ids(&self.pool, self.account_id, poll.started).await {
                     Ok(ids) => {
                         let batches = ids.chunks(batch.max(1)).map(<[String]>::to_vec).collect();
-                        self.run_open_orders(
-                            spec, mode, lease, run_id, to, batches, shutdown, progress, totals,
-                        )
-                        .await
+                        let run = LaneRun {
+                            range: (to, to),
+                            changed_since: None,
+                            ..run
+                        };
+                        self.run_open_orders(&run, batches, totals).await
                     }
                     Err(e) => Err(store_err(e.into())),
                 }
@@ -495,21 +479,17 @@ impl AccountPoller {
         self.run_lanes(run, planner, totals).await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Re-reads the open orders in `batches` of ids; the run's range ends at `to`, where the cursor
+    /// moves with the last batch.
     async fn run_open_orders(
         &self,
-        spec: &StreamSpec,
-        mode: RunMode,
-        lease: &Lease,
-        run_id: i64,
-        to: DateTime<Utc>,
+        run: &LaneRun<'_>,
         batches: VecDeque<Vec<String>>,
-        shutdown: &CancellationToken,
-        progress: &dyn Progress,
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
+        let (spec, to) = (run.spec, run.range.1);
         if batches.is_empty() {
-            if mode == RunMode::Live {
+            if run.mode == RunMode::Live {
                 let nothing = Page {
                     orders: Vec::new(),
                     next: None,
@@ -518,7 +498,7 @@ impl AccountPoller {
                 };
                 self.write(
                     spec,
-                    lease,
+                    run.lease,
                     &[(&nothing, None)],
                     Some((spec.name, to)),
                     totals,
@@ -527,17 +507,7 @@ impl AccountPoller {
             }
             return Ok(true);
         }
-        let run = LaneRun {
-            spec,
-            mode,
-            lease,
-            run_id,
-            range: (to, to),
-            changed_since: None,
-            shutdown,
-            progress,
-        };
-        self.run_lanes(&run, LanePlanner::Batches { batches, to }, totals)
+        self.run_lanes(run, LanePlanner::Batches { batches, to }, totals)
             .await
     }
 
@@ -1108,6 +1078,16 @@ struct RunPlan {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     changed_since: Option<DateTime<Utc>>,
+}
+
+/// What the streams of one poll share.
+struct Poll<'a> {
+    mode: RunMode,
+    /// The database's time when a live poll started: a re-read of open orders leaves out the orders
+    /// stored since (the poll's other streams have just read them).
+    started: Option<DateTime<Utc>>,
+    shutdown: &'a CancellationToken,
+    progress: &'a dyn Progress,
 }
 
 /// What [`AccountPoller::run_lanes`] needs to know about the run.
