@@ -1129,6 +1129,18 @@ async fn next_links_run(
     (db, reports)
 }
 
+/// One live poll of three pages ([`NextLinks`]) into a database whose first page's write is slowed
+/// down ([`SLOW_FIRST_PAGE`]) and whose inserts are logged ([`LOG_INSERTS`]), prepared further by
+/// `statements`.
+async fn slow_first_page_run(statements: &[&'static str]) -> (common::TestDb, Vec<StreamReport>) {
+    next_links_run(
+        &[SLOW_FIRST_PAGE, LOG_INSERTS, statements].concat(),
+        Arc::new(NextLinks::default()),
+        None,
+    )
+    .await
+}
+
 async fn stored_orders(db: &common::TestDb) -> i64 {
     sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&db.pool)
@@ -1160,23 +1172,14 @@ async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends()
 /// its commit) only after the write before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it() {
-    let (db, reports) = next_links_run(
-        &[
-            SLOW_FIRST_PAGE,
-            LOG_INSERTS,
-            &[
-                "create table renewals (at timestamptz not null,
-                    xid bigint not null default pg_current_xact_id()::text::bigint)",
-                "create function log_renewal() returns trigger language plpgsql as
-                    $$ begin insert into renewals (at) values (clock_timestamp()); return new; end $$",
-                "create trigger log_renewal after update on sync_leases
-                    for each row execute function log_renewal()",
-            ],
-        ]
-        .concat(),
-        Arc::new(NextLinks::default()),
-        None,
-    )
+    let (db, reports) = slow_first_page_run(&[
+        "create table renewals (at timestamptz not null,
+            xid bigint not null default pg_current_xact_id()::text::bigint)",
+        "create function log_renewal() returns trigger language plpgsql as
+            $$ begin insert into renewals (at) values (clock_timestamp()); return new; end $$",
+        "create trigger log_renewal after update on sync_leases
+            for each row execute function log_renewal()",
+    ])
     .await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(reports[0].totals.counts.inserted, 3, "{reports:?}");
@@ -1203,24 +1206,15 @@ async fn the_pages_after_a_slow_write_are_written_beside_it_and_commit_after_it(
 /// write ends, in a transaction of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_writes_are_under_way_at_once() {
-    let (db, reports) = next_links_run(
-        &[
-            SLOW_FIRST_PAGE,
-            LOG_INSERTS,
-            &[
-                "create function slow_second_page() returns trigger language plpgsql as
-                    $$ begin
-                         if new.external_id = 'P1' then perform pg_sleep(0.5); end if;
-                         return new;
-                       end $$",
-                "create trigger slow_second_page before insert on orders
-                    for each row execute function slow_second_page()",
-            ],
-        ]
-        .concat(),
-        Arc::new(NextLinks::default()),
-        None,
-    )
+    let (db, reports) = slow_first_page_run(&[
+        "create function slow_second_page() returns trigger language plpgsql as
+            $$ begin
+                 if new.external_id = 'P1' then perform pg_sleep(0.5); end if;
+                 return new;
+               end $$",
+        "create trigger slow_second_page before insert on orders
+            for each row execute function slow_second_page()",
+    ])
     .await;
     assert_succeeded(Api::Labs, &reports);
     assert_eq!(stored_orders(&db).await, 3);
