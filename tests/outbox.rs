@@ -857,6 +857,149 @@ async fn completion_is_fenced_against_a_late_worker() {
     assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
 }
 
+/// Rows of `outbox` the connection's transaction has read so far (by index or by scan).
+async fn outbox_rows_read(db: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(idx_tup_fetch, 0) + seq_tup_read from pg_stat_xact_user_tables
+         where relid = 'outbox'::regclass",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// 300 transitions claimed by `w`, after a history of 20,000 delivered ones; the table's statistics were
+/// taken while nothing ran, as after a queue has just been filled.
+async fn claims_held_over_a_history(s: &Setup) -> Vec<store_outbox::Claimed> {
+    sqlx::query(
+        "insert into outbox (account_id, order_external_id, kind, args, validated_at, state,
+            next_attempt_at, finished_at)
+         select $1, 'H-' || n, 'step', jsonb_build_object('n', n::text), now(), 'succeeded', null, now()
+         from generate_series(1, 20000) n",
+    )
+    .bind(s.account_id)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into outbox (account_id, order_external_id, kind, args, validated_at)
+         select $1, 'O-' || n, 'step', jsonb_build_object('n', n::text), now()
+         from generate_series(1, 300) n",
+    )
+    .bind(s.account_id)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze outbox")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let claims = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 300)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 300);
+    claims
+}
+
+#[tokio::test]
+async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
+    let s = setup().await;
+    let claims = claims_held_over_a_history(&s).await;
+    let ttl = Duration::from_secs(60);
+    let mut tx = s.db.pool.begin().await.unwrap();
+    let mut read = outbox_rows_read(&mut tx).await;
+    let mut rows_read_by = async |tx: &mut sqlx::PgConnection, what: &str, most: i64| {
+        let now = outbox_rows_read(tx).await;
+        assert!(
+            now - read <= most,
+            "{what} read {} rows of the outbox, at most {most} expected",
+            now - read
+        );
+        read = now;
+    };
+    let (c, f) = (&claims[0], Resolution::Failed { error: "refused" });
+    assert!(
+        store_outbox::resolve(&mut *tx, c.id, c.fence, f)
+            .await
+            .unwrap()
+    );
+    rows_read_by(&mut tx, "resolve", 1).await;
+    let c = &claims[1];
+    assert!(
+        store_outbox::extend(&mut *tx, c.id, c.fence, ttl)
+            .await
+            .unwrap()
+    );
+    rows_read_by(&mut tx, "extend", 1).await;
+    let c = &claims[2];
+    assert!(
+        store_outbox::mark_validated(&mut *tx, c.id, c.fence)
+            .await
+            .unwrap()
+    );
+    rows_read_by(&mut tx, "mark_validated", 1).await;
+    let c = &claims[3];
+    let pending = store_outbox::OutboxState::Pending;
+    assert!(
+        store_outbox::give_back(&mut *tx, c.id, c.fence, pending)
+            .await
+            .unwrap()
+    );
+    rows_read_by(&mut tx, "give_back", 1).await;
+    let sent: Vec<store_outbox::Sent> = claims[4..14]
+        .iter()
+        .map(|c| store_outbox::Sent {
+            outbox_id: c.id,
+            attempt: c.attempts,
+            fence: c.fence,
+            request_summary: "POST /step".into(),
+            http_status: 200,
+            response_excerpt: "{}".into(),
+            started_at: chrono::Utc::now(),
+            duration: Duration::from_millis(1),
+        })
+        .collect();
+    let recorded = store_outbox::succeed_all(&mut *tx, "w", &sent)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 10);
+    assert!(recorded.values().all(|later| *later == Some(false)));
+    // Each success: its row, the attempt's foreign-key check, and the probe for a later transition.
+    rows_read_by(&mut tx, "succeed_all", 3 * 10).await;
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_next_due_time_is_read_without_the_history() {
+    let s = setup().await;
+    let claims = claims_held_over_a_history(&s).await;
+    let c = &claims[0];
+    let retry = Resolution::Retry {
+        delay: Duration::from_secs(5),
+        error: "busy",
+    };
+    assert!(
+        store_outbox::resolve(&s.db.pool, c.id, c.fence, retry)
+            .await
+            .unwrap()
+    );
+    let mut tx = s.db.pool.begin().await.unwrap();
+    let before = outbox_rows_read(&mut tx).await;
+    let due = store_outbox::next_due(&mut *tx, s.account_id)
+        .await
+        .unwrap();
+    let read = outbox_rows_read(&mut tx).await - before;
+    assert!(read <= 2, "next_due read {read} rows of the outbox");
+    let retry_at: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select next_attempt_at from outbox where id = $1")
+            .bind(c.id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(due, Some(retry_at), "the retry, before any lease ends");
+}
+
 #[tokio::test]
 async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
     let s = setup().await;

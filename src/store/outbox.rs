@@ -9,6 +9,12 @@
 //!   worker took the transition) cannot overwrite the newer outcome.
 //! - A running transition whose lease expired is claimed again with `previous_state = running`: its send
 //!   may have reached the marketplace, so the worker reads the order back before sending again.
+//!
+//! Statements that find a running transition by id test its lease (`lease_owner is not null`,
+//! `lease_expires_at < now()`), never `state = 'running'`: the table's check constraint makes the two the
+//! same, but the partial indexes on `state` let the planner answer `state = 'running'` by reading every
+//! running transition, which it does whenever its statistics were taken while few ran (a queue just filled),
+//! and a worker holds hundreds of claims.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -215,8 +221,8 @@ pub async fn claim(
     let claimed = sqlx::query_as(
         "with candidates as (
             (select o.id from outbox o
-             where o.account_id = $1 and o.state = 'running' and o.lease_expires_at < now()
-             order by o.id
+             where o.account_id = $1 and o.lease_expires_at < now()
+             order by o.lease_expires_at
              limit $4 * 2 + 8)
             union all
             (select o.id from outbox o
@@ -264,7 +270,7 @@ pub async fn extend(
 ) -> Result<bool, sqlx::Error> {
     let rows = sqlx::query(
         "update outbox set lease_expires_at = now() + $3, updated_at = now()
-         where id = $1 and fence = $2 and state = 'running'",
+         where id = $1 and fence = $2 and lease_owner is not null",
     )
     .bind(id)
     .bind(fence)
@@ -282,7 +288,7 @@ pub async fn mark_validated(
     fence: i64,
 ) -> Result<bool, sqlx::Error> {
     let rows = sqlx::query(
-        "update outbox set validated_at = now() where id = $1 and fence = $2 and state = 'running'",
+        "update outbox set validated_at = now() where id = $1 and fence = $2 and lease_owner is not null",
     )
     .bind(id)
     .bind(fence)
@@ -338,7 +344,7 @@ pub async fn resolve(
             set state = $3, next_attempt_at = now() + $4, lease_owner = null, lease_expires_at = null,
                 last_error = coalesce($5, last_error), updated_at = now(),
                 finished_at = case when $3 in ('succeeded', 'failed', 'dead') then now() end
-         where id = $1 and fence = $2 and state = 'running'",
+         where id = $1 and fence = $2 and lease_owner is not null",
     )
     .bind(id)
     .bind(fence)
@@ -391,7 +397,7 @@ pub async fn succeed_all(
                set state = 'succeeded', next_attempt_at = null, lease_owner = null,
                    lease_expires_at = null, updated_at = now(), finished_at = now()
             from sent
-            where o.id = sent.outbox_id and o.fence = sent.fence and o.state = 'running'
+            where o.id = sent.outbox_id and o.fence = sent.fence and o.lease_owner is not null
             returning o.id, exists (
                 select 1 from outbox e
                 where e.account_id = o.account_id and e.order_external_id = o.order_external_id
@@ -442,7 +448,7 @@ pub async fn give_back(
         "update outbox
             set state = $3, attempts = attempts - 1, next_attempt_at = now(), lease_owner = null,
                 lease_expires_at = null, updated_at = now()
-         where id = $1 and fence = $2 and state = 'running'",
+         where id = $1 and fence = $2 and lease_owner is not null",
     )
     .bind(id)
     .bind(fence)
@@ -469,15 +475,20 @@ pub async fn release(db: impl PgExecutor<'_>, owner: &str) -> Result<u64, sqlx::
     .rows_affected())
 }
 
-/// When the account's next transition falls due, if any is scheduled.
+/// When the account's next transition falls due, if any is scheduled: the earliest next attempt, or the
+/// earliest lease to expire. Each is the first entry of an index, whatever the length of the history.
 pub async fn next_due(
     db: impl PgExecutor<'_>,
     account_id: i64,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
-        "select min(least(case when state in ('pending', 'unknown') then next_attempt_at end,
-                          case when state = 'running' then lease_expires_at end))
-         from outbox where account_id = $1",
+        "select least(
+            (select next_attempt_at from outbox
+             where account_id = $1 and state in ('pending', 'unknown') and next_attempt_at is not null
+             order by next_attempt_at limit 1),
+            (select lease_expires_at from outbox
+             where account_id = $1 and lease_expires_at is not null
+             order by lease_expires_at limit 1))",
     )
     .bind(account_id)
     .fetch_one(db)
