@@ -11,9 +11,11 @@
 //! - [`outbox`]: queued order transitions and the worker that pushes them to the marketplaces.
 //! - [`ops`]: health and readiness endpoints, Prometheus metrics, the systemd watchdog.
 //! - [`sandbox`]: fake marketplaces over real HTTP, for tests and demos; [`demo`] runs the daemon against them.
+//! - `allocator` (private): the global allocator, jemalloc.
 //!
 //! See ARCHITECTURE.md for how data flows.
 
+mod allocator;
 pub mod cli;
 pub mod config;
 pub mod daemon;
