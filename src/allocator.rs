@@ -3,7 +3,7 @@
 //!
 //! A backfill allocates and frees pages of orders, statements' bound arrays and answers of up to tens of
 //! megabytes from several threads. glibc's allocator spent about a fifth of the daemon's CPU there; with
-//! jemalloc a backfill takes a third less CPU (docs/BENCHMARKS.md, session 11). jemalloc's default keeps
+//! jemalloc a backfill takes 15–40 % less CPU (docs/BENCHMARKS.md, session 11). jemalloc's default keeps
 //! freed pages for ten seconds, which raised a backfill's peak RSS by about 5 MB; purging after one second
 //! keeps it where glibc had it.
 
