@@ -7,6 +7,10 @@
 # the compose demo service does, and checks the dependencies' layer: the build of the real sources compiled
 # only ordersync, and after a change under src/ the `deps` stage comes from the cache (judged from the
 # stages' images). It builds with DOCKER_BUILDKIT=0, the builder this engine has.
+# Disk: under the engine's vfs storage every layer is a whole copy of its file system (the build stage's are
+# a toolchain and a target directory, gigabytes each), so the script says how much room the engine has, keeps
+# the `deps` stage under the name ordersync-smoke-cache:deps for the next run, and on exit removes the
+# engine's images without a name (`docker image prune`): this run's build stages and the images it replaced.
 #
 #   deploy/smoke-docker.sh                      # from the repository root
 #   DATABASE_URL=postgres://… deploy/smoke-docker.sh   # a fresh database on that server instead of a private cluster
@@ -29,20 +33,34 @@ BREAK=${SMOKE_BREAK:-}
 ORDERS_PER_API=${SMOKE_ORDERS:-40}
 DEADLINE=30  # shutdown.deadline of config/default.toml
 CONTAINER=ordersync-smoke-$$
+DEPS_CACHE=ordersync-smoke-cache:deps
 cleanup() {
   if [ -n "${STARTED:-}" ]; then
     docker logs "$CONTAINER" >"$WORK/container.log" 2>&1 || true
     [ "${OK:-}" = 1 ] || { say "last lines of the container's log:"; tail -n 15 "$WORK/container.log" >&2; }
     docker rm -f "$CONTAINER" >/dev/null 2>&1 || true
   fi
+  [ -z "${ENGINE:-}" ] || docker image prune -f >/dev/null 2>&1 || true
   cleanup_common
 }
 trap cleanup EXIT
+# A stage's image id, built from the cache the image's build left (the context unchanged).
+stage_image() {
+  docker build -q --force-rm --network=host --target "$1" -f "$ctx/deploy/Dockerfile" "$ctx" 2>>"$WORK/stages.log" \
+    || { tail -n 20 "$WORK/stages.log" >&2; fail "the build of the $1 stage failed"; }
+}
 
 case "$BREAK" in ""|health|shutdown) ;; *) fail "SMOKE_BREAK must be health or shutdown, not $BREAK" ;; esac
 if ! engine_up; then
   say "SKIPPED: no Docker engine (../shared/tools/docker-up.sh absent and \`docker info\` fails)"
   exit 0
+fi
+ENGINE=1
+# Measured under vfs: a build that compiles the dependencies too takes about 11 GB at its peak, one that
+# finds them in $DEPS_CACHE about 7 GB; reusing an image takes little.
+if [ "${SMOKE_NO_BUILD:-}" = 1 ]; then report_docker_disk 2
+elif docker image inspect "$DEPS_CACHE" >/dev/null 2>&1; then report_docker_disk 9
+else report_docker_disk 13
 fi
 t0=$(now)
 # The build context as it is now (Dockerfile, .dockerignore and what that lets in), for both builds.
@@ -59,8 +77,13 @@ else
   # From the snapshot with a change no earlier build saw, so that the step building the real sources runs
   # (and its output can be checked below) even when an earlier run left everything in the cache.
   printf '\n// smoke-docker.sh: build %s\n' "$(date +%s%N)" >>"$ctx/src/main.rs"
-  docker build --network=host -f "$ctx/deploy/Dockerfile" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
+  docker build --force-rm --network=host -f "$ctx/deploy/Dockerfile" -t "$IMAGE" "$ctx" >"$WORK/build.log" 2>&1 \
     || { tail -n 30 "$WORK/build.log" >&2; fail "docker build failed"; }
+  # Kept under a name as the next run's cache, whatever this run finds below; the images this run and
+  # earlier ones left without a name (build stages, replaced images: whole copies each under vfs) are
+  # removed at exit.
+  deps_image=$(stage_image deps)
+  docker tag "$deps_image" "$DEPS_CACHE"
 fi
 t_build=$(($(now) - t0))
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
@@ -155,25 +178,17 @@ say "ok: \`docker run $IMAGE demo\` synced $demo_orders orders and exited 0"
 
 # The dependencies' layer serves every source change: the real build step compiled nothing but ordersync
 # (the dummy build covered every dependency), and after a change under src/ the `deps` stage comes
-# entirely from the cache. Judged from the stages' images, not the build's output, whose format depends on
-# the builder (classic or BuildKit) and on what an earlier run left in the cache.
+# entirely from the cache. The first is read off the build's log (the classic builder, forced above, prints
+# each step's output under its `Step N/M : INSTRUCTION` line); no container is made from the build stages,
+# whose file systems (a toolchain and a target directory) the engine's vfs storage would copy whole.
 if [ "${SMOKE_NO_BUILD:-}" = 1 ]; then
   say "SMOKE_NO_BUILD=1: no check of the dependencies' layer"
 else
-  # A stage's image id, built from the cache the build above left (the context has not changed).
-  stage_image() {
-    docker build -q --network=host --target "$1" -f "$ctx/deploy/Dockerfile" "$ctx" 2>>"$WORK/stages.log" \
-      || { tail -n 20 "$WORK/stages.log" >&2; fail "the build of the $1 stage failed"; }
-  }
-  # The files cargo left under target/release/deps in an image, with their modification times.
-  artifacts() {
-    docker run --rm --network=none --entrypoint find "$1" /src/target/release/deps -type f -printf '%P %T@\n' | sort
-  }
-  deps_image=$(stage_image deps)
-  build_image=$(stage_image build)
-  # The crates whose files the real build step added or rewrote (file names are crate-hash.ext, lib-prefixed).
-  compiled=$(comm -13 <(artifacts "$deps_image") <(artifacts "$build_image") \
-    | sed -E 's/ .*//; s/^lib//; s/-[0-9a-f]{16}([.].*)?$//' | sort -u | tr '\n' ' ')
+  # The crates cargo compiled in the step that builds the real sources (the one that runs `touch src/...`);
+  # the builder wraps what a step writes to stderr in colour codes, taken off first.
+  compiled=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/build.log" \
+    | awk '/^Step [0-9]+\/[0-9]+ : / { real = /: RUN touch src\// } real && $1 == "Compiling" { print $2 }' \
+    | sort -u | tr '\n' ' ')
   [ "$compiled" = "ordersync " ] || fail "the build step of the real sources compiled: ${compiled:-nothing}(expected only ordersync)"
   printf '\n// smoke-docker.sh: a source change, %s\n' "$(date +%s%N)" >>"$ctx/src/main.rs"
   [ "$(stage_image deps)" = "$deps_image" ] \

@@ -15,6 +15,16 @@ engine_up() {
   command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 }
 
+# report_docker_disk NEED_GB: says how much room the engine's storage has, and fails, naming the shortfall,
+# when it is under NEED_GB (or SMOKE_MIN_FREE_GB when set).
+report_docker_disk() {
+  local root free_gb need=${SMOKE_MIN_FREE_GB:-$1}
+  root=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null) || return 0
+  free_gb=$(df -Pk "$root" | awk 'NR == 2 { print int($4 / 1048576) }')
+  say "the engine's storage ($root): ${free_gb} GB free, ${need} GB needed"
+  [ "$free_gb" -ge "$need" ] || fail "the engine's storage ($root) has ${free_gb} GB free, less than the ${need} GB this run needs (SMOKE_MIN_FREE_GB overrides)"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
     || echo $((20000 + RANDOM % 20000))
