@@ -640,19 +640,14 @@ impl FakeApi for Store {
         n: usize,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let mut open: Vec<usize> = (0..self.orders.len())
+        let open: Vec<usize> = (0..self.orders.len())
             .filter(|&i| !self.orders[i].is_final())
             .collect();
-        let take = n.min(open.len());
-        let mut changed = Vec::with_capacity(take);
-        for k in 0..take {
-            let pick = generator.range(k, open.len() - 1);
-            open.swap(k, pick);
-            let order = &mut self.orders[open[k]];
+        generator.change_some(open, n, |_, i| {
+            let order = &mut self.orders[i];
             order.advance(now);
-            changed.push(order.code.clone());
-        }
-        changed
+            Some(order.code.clone())
+        })
     }
 
     fn change_order(

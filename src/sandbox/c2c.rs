@@ -566,21 +566,15 @@ impl FakeApi for Store {
         n: usize,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let mut open: Vec<usize> = (0..self.orders.len())
+        let open: Vec<usize> = (0..self.orders.len())
             .filter(|&i| self.orders[i].siparis_durumu.forward().is_some())
             .collect();
-        let take = n.min(open.len());
-        let mut changed = Vec::with_capacity(take);
-        for k in 0..take {
-            let pick = generator.range(k, open.len() - 1);
-            open.swap(k, pick);
-            let order = &mut self.orders[open[k]];
-            if let Some(next) = order.siparis_durumu.forward() {
-                order.set_status(next, now);
-                changed.push(order.siparis_kodu.clone());
-            }
-        }
-        changed
+        generator.change_some(open, n, |_, i| {
+            let order = &mut self.orders[i];
+            let next = order.siparis_durumu.forward()?;
+            order.set_status(next, now);
+            Some(order.siparis_kodu.clone())
+        })
     }
 
     fn change_order(

@@ -191,6 +191,24 @@ impl Generator {
         at - Duration::nanoseconds(i64::from(at.timestamp_subsec_nanos()))
     }
 
+    /// Changes up to `n` of the `candidates` (open orders), drawn at random without replacement:
+    /// `change` changes one and returns its external id, or `None` when it could not be changed.
+    /// Returns the external ids of the orders changed, in the order of the draws.
+    pub fn change_some<T>(
+        &mut self,
+        mut candidates: Vec<T>,
+        n: usize,
+        mut change: impl FnMut(&mut Generator, T) -> Option<String>,
+    ) -> Vec<String> {
+        let mut changed = Vec::with_capacity(n.min(candidates.len()));
+        while changed.len() < n && !candidates.is_empty() {
+            let pick = self.range(0, candidates.len() - 1);
+            let candidate = candidates.swap_remove(pick);
+            changed.extend(change(self, candidate));
+        }
+        changed
+    }
+
     /// A number in `lo..=hi` (both ends inclusive); `lo` when `hi < lo`.
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
         if hi <= lo {
@@ -259,4 +277,53 @@ fn ascii_lower(name: &str) -> String {
             other => other.to_ascii_lowercase(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::Generator;
+
+    #[test]
+    fn change_some_changes_each_candidate_at_most_once_until_n_took() {
+        let mut generator = Generator::new(7);
+        // Odd candidates cannot be changed: the draws go on past them until 5 changes took.
+        let mut tried = Vec::new();
+        let changed = generator.change_some((0..20).collect(), 5, |_, i: u32| {
+            tried.push(i);
+            i.is_multiple_of(2).then(|| i.to_string())
+        });
+        assert_eq!(changed.len(), 5);
+        assert!(
+            changed
+                .iter()
+                .all(|id| id.parse::<u32>().unwrap().is_multiple_of(2))
+        );
+        assert_eq!(tried.iter().collect::<HashSet<_>>().len(), tried.len());
+        assert!(tried.len() >= 5);
+
+        // Fewer changeable candidates than asked for: every one is tried once, and all changeable change.
+        let mut tried = Vec::new();
+        let changed = generator.change_some((0..6).collect(), 10, |_, i: u32| {
+            tried.push(i);
+            (i < 3).then(|| i.to_string())
+        });
+        tried.sort_unstable();
+        assert_eq!(tried, vec![0, 1, 2, 3, 4, 5]);
+        let mut changed: Vec<u32> = changed.iter().map(|id| id.parse().unwrap()).collect();
+        changed.sort_unstable();
+        assert_eq!(changed, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn change_some_draws_at_random_and_the_same_seed_draws_alike() {
+        let draw = |seed| {
+            Generator::new(seed)
+                .change_some((0..1000).collect(), 10, |_, i: u32| Some(i.to_string()))
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+        assert_ne!(draw(3), (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
 }

@@ -559,21 +559,15 @@ impl FakeApi for Store {
         n: usize,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let mut open: Vec<usize> = (0..self.sales.len())
+        let open: Vec<usize> = (0..self.sales.len())
             .filter(|&i| self.sales[i].status.forward().is_some())
             .collect();
-        let take = n.min(open.len());
-        let mut changed = Vec::with_capacity(take);
-        for k in 0..take {
-            let pick = generator.range(k, open.len() - 1);
-            open.swap(k, pick);
-            let sale = &mut self.sales[open[k]];
-            if let Some(next) = sale.status.forward() {
-                sale.set_status(next, now);
-                changed.push(sale.code.clone());
-            }
-        }
-        changed
+        generator.change_some(open, n, |_, i| {
+            let sale = &mut self.sales[i];
+            let next = sale.status.forward()?;
+            sale.set_status(next, now);
+            Some(sale.code.clone())
+        })
     }
 
     fn change_order(

@@ -614,18 +614,13 @@ impl FakeApi for Store {
         now: DateTime<Utc>,
     ) -> Vec<String> {
         let now = micros(now);
-        let mut open: Vec<usize> = (0..self.orders.len())
+        let open: Vec<usize> = (0..self.orders.len())
             .filter(|&i| !is_final(self.orders[i].status))
             .collect();
-        let mut changed = Vec::new();
-        while changed.len() < n && !open.is_empty() {
-            let pick = generator.range(0, open.len() - 1);
-            let idx = open.swap_remove(pick);
-            if self.advance(generator, idx, now) {
-                changed.push(self.orders[idx].id.clone());
-            }
-        }
-        changed
+        generator.change_some(open, n, |generator, idx| {
+            self.advance(generator, idx, now)
+                .then(|| self.orders[idx].id.clone())
+        })
     }
 
     fn change_order(
@@ -1157,17 +1152,24 @@ async fn get_order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let response = match unauthorized(&shared, &headers) {
-        Some(response) => response,
-        None => {
-            let store = lock(&shared.i1);
-            match store.order_by_id.get(&id) {
-                Some(&i) => Json(store.order_wire(&store.orders[i])).into_response(),
-                None => not_found(),
-            }
-        }
-    };
+    let response = one(&shared, &headers, |store| {
+        let &i = store.order_by_id.get(&id)?;
+        Some(Json(store.order_wire(&store.orders[i])).into_response())
+    });
     named("orders.get", response)
+}
+
+/// One resource by its id (`find` answers it, `None` when there is none): 401 without the token, 404
+/// when `find` finds nothing.
+fn one(
+    shared: &Shared,
+    headers: &HeaderMap,
+    find: impl FnOnce(&Store) -> Option<Response>,
+) -> Response {
+    if let Some(response) = unauthorized(shared, headers) {
+        return response;
+    }
+    find(&lock(&shared.i1)).unwrap_or_else(not_found)
 }
 
 async fn list_items(
@@ -1218,16 +1220,10 @@ async fn get_item(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let response = match unauthorized(&shared, &headers) {
-        Some(response) => response,
-        None => {
-            let store = lock(&shared.i1);
-            match store.item_by_id.get(&id) {
-                Some(&i) => Json(store.item_wire(&store.items[i])).into_response(),
-                None => not_found(),
-            }
-        }
-    };
+    let response = one(&shared, &headers, |store| {
+        let &i = store.item_by_id.get(&id)?;
+        Some(Json(store.item_wire(&store.items[i])).into_response())
+    });
     named("order-items.get", response)
 }
 

@@ -558,21 +558,15 @@ impl FakeApi for Store {
         n: usize,
         now: DateTime<Utc>,
     ) -> Vec<String> {
-        let mut open: Vec<u64> = self
+        let open: Vec<u64> = self
             .orders
             .values()
             .filter(|o| !is_final(o.status))
             .map(|o| o.id)
             .collect();
-        let mut changed = Vec::new();
-        while changed.len() < n && !open.is_empty() {
-            let pick = generator.range(0, open.len() - 1);
-            let id = open.swap_remove(pick);
-            if self.advance(generator, id, now) {
-                changed.push(id.to_string());
-            }
-        }
-        changed
+        generator.change_some(open, n, |generator, id| {
+            self.advance(generator, id, now).then(|| id.to_string())
+        })
     }
 
     fn change_order(
