@@ -2027,7 +2027,8 @@ password = { env = "OUTBOX_TEST_TOKEN" }
             "the reason names the argument: {out}"
         );
 
-        let (code, out) = run(&[
+        // The same command twice: the idempotency key makes the second one a no-op.
+        const ADD_K1: [&str; 11] = [
             "outbox",
             "add",
             "--account",
@@ -2039,25 +2040,14 @@ password = { env = "OUTBOX_TEST_TOKEN" }
             "package_id=abc",
             "--idempotency-key",
             "k1",
-        ]);
+        ];
+        let (code, out) = run(&ADD_K1);
         assert_eq!(code, 0, "{out}");
         assert!(
             out.contains("queued transition 1: accept of order 1001 on shop"),
             "{out}"
         );
-        let (code, out) = run(&[
-            "outbox",
-            "add",
-            "--account",
-            "shop",
-            "--order",
-            "1001",
-            "accept",
-            "--arg",
-            "package_id=abc",
-            "--idempotency-key",
-            "k1",
-        ]);
+        let (code, out) = run(&ADD_K1);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("already queued as transition 1"), "{out}");
 
