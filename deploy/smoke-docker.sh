@@ -5,8 +5,8 @@
 # exits 0 within the shutdown deadline. Prints the image's size. Then it validates deploy/docker-compose.yml
 # (both profiles) with `docker compose config` or `docker-compose config`, runs the image's `demo` command as
 # the compose demo service does, and checks the dependencies' layer: the build of the real sources compiled
-# only ordersync, and after a change under src/ the `deps` stage comes from the cache (judged from the
-# stages' images). It builds with DOCKER_BUILDKIT=0, the builder this engine has.
+# only ordersync (read off the build's log), and after a change under src/ the `deps` stage comes from the
+# cache (the same image id). It builds with DOCKER_BUILDKIT=0, the builder this engine has.
 # Disk: under the engine's vfs storage every layer is a whole copy of its file system (the build stage's are
 # a toolchain and a target directory, gigabytes each), so the script says how much room the engine has, keeps
 # the `deps` stage under the name ordersync-smoke-cache:deps for the next run, and on exit removes the
@@ -56,11 +56,11 @@ if ! engine_up; then
   exit 0
 fi
 ENGINE=1
-# Measured under vfs: a build that compiles the dependencies too takes about 11 GB at its peak, one that
+# Measured under vfs: a build that compiles the dependencies too takes about 12 GB at its peak, one that
 # finds them in $DEPS_CACHE about 7 GB; reusing an image takes little.
 if [ "${SMOKE_NO_BUILD:-}" = 1 ]; then report_docker_disk 2
 elif docker image inspect "$DEPS_CACHE" >/dev/null 2>&1; then report_docker_disk 9
-else report_docker_disk 13
+else report_docker_disk 14
 fi
 t0=$(now)
 # The build context as it is now (Dockerfile, .dockerignore and what that lets in), for both builds.
