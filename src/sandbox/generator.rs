@@ -1,5 +1,6 @@
 //! Seeded generator of realistic Turkish shop data (people, addresses, products, prices, times) for the
-//! fake marketplaces. The same seed gives the same data, so tests and benchmarks are reproducible.
+//! fake marketplaces, and of their random choices (which orders change). The same seed gives the same
+//! data and choices, so tests and benchmarks are reproducible.
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
