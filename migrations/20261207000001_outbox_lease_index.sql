@@ -6,5 +6,7 @@
 -- all of a worker's 300 claims, and built a hash of them). Keyed on the same expiry but partial on the
 -- lease itself (a lease is set exactly while the transition runs, a check constraint of the table), the
 -- index serves the walk (`lease_expires_at < now()` implies its predicate) and no outcome statement.
-create index outbox_lease_idx on outbox (lease_expires_at) where lease_expires_at is not null;
+-- Keyed by account first, as the walk and the worker's next-due time ask for one account's leases: other
+-- accounts' claims are never read.
+create index outbox_lease_idx on outbox (account_id, lease_expires_at) where lease_expires_at is not null;
 drop index outbox_running_idx;

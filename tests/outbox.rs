@@ -870,15 +870,15 @@ async fn outbox_rows_read(db: &mut sqlx::PgConnection) -> i64 {
 
 /// 300 transitions claimed by `w`, after a history of 20,000 delivered ones; the table's statistics were
 /// taken while nothing ran, as after a queue has just been filled.
-async fn claims_held_over_a_history(s: &Setup) -> Vec<store_outbox::Claimed> {
+async fn claims_held_over_a_history(pool: &PgPool, account_id: i64) -> Vec<store_outbox::Claimed> {
     sqlx::query(
         "insert into outbox (account_id, order_external_id, kind, args, validated_at, state,
             next_attempt_at, finished_at)
          select $1, 'H-' || n, 'step', jsonb_build_object('n', n::text), now(), 'succeeded', null, now()
          from generate_series(1, 20000) n",
     )
-    .bind(s.account_id)
-    .execute(&s.db.pool)
+    .bind(account_id)
+    .execute(pool)
     .await
     .unwrap();
     sqlx::query(
@@ -886,16 +886,13 @@ async fn claims_held_over_a_history(s: &Setup) -> Vec<store_outbox::Claimed> {
          select $1, 'O-' || n, 'step', jsonb_build_object('n', n::text), now()
          from generate_series(1, 300) n",
     )
-    .bind(s.account_id)
-    .execute(&s.db.pool)
+    .bind(account_id)
+    .execute(pool)
     .await
     .unwrap();
-    sqlx::query("analyze outbox")
-        .execute(&s.db.pool)
-        .await
-        .unwrap();
+    sqlx::query("analyze outbox").execute(pool).await.unwrap();
     let ttl = Duration::from_secs(60);
-    let claims = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 300)
+    let claims = store_outbox::claim(pool, account_id, "w", ttl, 300)
         .await
         .unwrap();
     assert_eq!(claims.len(), 300);
@@ -905,7 +902,7 @@ async fn claims_held_over_a_history(s: &Setup) -> Vec<store_outbox::Claimed> {
 #[tokio::test]
 async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
     let s = setup().await;
-    let claims = claims_held_over_a_history(&s).await;
+    let claims = claims_held_over_a_history(&s.db.pool, s.account_id).await;
     let ttl = Duration::from_secs(60);
     let mut tx = s.db.pool.begin().await.unwrap();
     let mut read = outbox_rows_read(&mut tx).await;
@@ -970,10 +967,23 @@ async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
     tx.commit().await.unwrap();
 }
 
+/// The account's next due time, asserting that finding it read at most two rows of the outbox.
+async fn next_due_reading_two_rows_at_most(
+    pool: &PgPool,
+    account_id: i64,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut tx = pool.begin().await.unwrap();
+    let before = outbox_rows_read(&mut tx).await;
+    let due = store_outbox::next_due(&mut *tx, account_id).await.unwrap();
+    let read = outbox_rows_read(&mut tx).await - before;
+    assert!(read <= 2, "next_due read {read} rows of the outbox");
+    due
+}
+
 #[tokio::test]
 async fn the_next_due_time_is_read_without_the_history() {
     let s = setup().await;
-    let claims = claims_held_over_a_history(&s).await;
+    let claims = claims_held_over_a_history(&s.db.pool, s.account_id).await;
     let c = &claims[0];
     let retry = Resolution::Retry {
         delay: Duration::from_secs(5),
@@ -984,20 +994,51 @@ async fn the_next_due_time_is_read_without_the_history() {
             .await
             .unwrap()
     );
-    let mut tx = s.db.pool.begin().await.unwrap();
-    let before = outbox_rows_read(&mut tx).await;
-    let due = store_outbox::next_due(&mut *tx, s.account_id)
-        .await
-        .unwrap();
-    let read = outbox_rows_read(&mut tx).await - before;
-    assert!(read <= 2, "next_due read {read} rows of the outbox");
+    let due = next_due_reading_two_rows_at_most(&s.db.pool, s.account_id).await;
     let retry_at: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("select next_attempt_at from outbox where id = $1")
             .bind(c.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&s.db.pool)
             .await
             .unwrap();
     assert_eq!(due, Some(retry_at), "the retry, before any lease ends");
+}
+
+#[tokio::test]
+async fn the_next_due_time_is_read_without_other_accounts_claims() {
+    let s = setup().await;
+    let labs = |name| common::account(name, MarketplaceKind::Labs, "http://127.0.0.1:1/v1");
+    let ids = accounts::sync_with_config(&s.db.pool, &[labs("shop"), labs("other")])
+        .await
+        .unwrap();
+    // The other account holds 300 claims whose leases end before this account's one claim's.
+    claims_held_over_a_history(&s.db.pool, ids["other"]).await;
+    sqlx::query(
+        "insert into outbox (account_id, order_external_id, kind, args, validated_at)
+         values ($1, 'MINE', 'step', '{}', now())",
+    )
+    .bind(s.account_id)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let ttl = Duration::from_secs(600);
+    let mine = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 1)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+
+    let due = next_due_reading_two_rows_at_most(&s.db.pool, s.account_id).await;
+    let lease_end: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select lease_expires_at from outbox where id = $1")
+            .bind(mine[0].id)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        due,
+        Some(lease_end),
+        "its own lease's end, not another account's"
+    );
 }
 
 #[tokio::test]
