@@ -43,14 +43,25 @@ use crate::store::{self, StoreError};
 /// How many page requests of one stream a run keeps in flight ahead of the page it is writing.
 pub const FETCH_AHEAD: usize = 8;
 
-/// How many of the [`FETCH_AHEAD`] places (pages in flight or fetched and not written) the lanes after
-/// the one being written may hold while pages of that one can still be guessed ahead: their pages
-/// wait until the lane is written, and the places they hold are the lane's parallelism.
+/// How many pages a run may hold ahead of its writes, in flight or fetched and not written (its
+/// places). Pages that arrived before their turn (out of order, or of later lanes) wait in places of
+/// their own rather than in those of the [`FETCH_AHEAD`] requests in flight, so a write that falls
+/// behind does not leave the API fewer requests to answer at once.
+const HELD_AHEAD: usize = 2 * FETCH_AHEAD;
+
+/// How many of the places the lanes after the one being written may hold while pages of that one can
+/// still be guessed ahead: their pages wait until the lane is written, and the requests they hold are
+/// the lane's parallelism.
 const LANES_AHEAD_PLACES: usize = 2;
 
 /// About how many fetched orders a run may hold ahead of its writes: pages of APIs without pagination
 /// can hold a whole day of orders, and eight of those would cost more memory than the fetch-ahead gains.
 const FETCH_AHEAD_ORDERS: usize = 1_000;
+
+/// Or, where that allows more places (up to [`HELD_AHEAD`]), this much raw payload (the JSON text of the
+/// orders, their lines and packages): what 500 Labs orders carry. Pages of light orders (GittiGidiyor's
+/// 100 weigh about 150 KB) so get more places than pages of heavy ones.
+const FETCH_AHEAD_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 
 /// The most orders one write transaction holds. Pages fetched ahead that are ready when their turn comes
 /// are written together up to this many, so that a run spends one transaction on several small pages; a
@@ -1135,10 +1146,10 @@ impl Fetches {
         }
     }
 
-    /// Plans lanes and sends requests while there is room (counting those in flight and the pages
-    /// fetched but not written; the lane being written has room of its own, [`Fetches::own_room`]),
-    /// and always for the page to write next, `at`; with `new_lanes`,
-    /// planning lanes as needed, else only asking for pages of lanes planned already. A fetched page
+    /// Plans lanes and sends requests while there is room (up to [`FETCH_AHEAD`] in flight, within
+    /// the places the run may hold ahead of its writes, [`Fetches::held_room`]; the lane being written
+    /// has room of its own, [`Fetches::own_room`]), and always for the page to write next, `at`; with
+    /// `new_lanes`, planning lanes as needed, else only asking for pages of lanes planned already. A fetched page
     /// whose answer is still being read ([`Page::more`]) fills the room: its reader holds a batch more.
     fn request_ahead(
         &mut self,
@@ -1151,15 +1162,14 @@ impl Fetches {
             .values()
             .any(|page| matches!(page, Ok(Some(page)) if page.more.is_some()));
         loop {
-            let places = self.in_flight.len() + self.ready.len();
-            let within = !streaming
-                && places < FETCH_AHEAD
-                && (places + 1) * orders_per_page(&self.lanes) <= FETCH_AHEAD_ORDERS;
+            let room = if streaming { 0 } else { self.held_room() };
+            let within = self.in_flight.len() < FETCH_AHEAD
+                && self.in_flight.len() + self.ready.len() < room;
             let next_unasked = self
                 .lanes
                 .get(lane)
                 .is_none_or(|l| l.requested_confirmed <= index);
-            if !(within || next_unasked || !streaming && self.own_room(lane)) {
+            if !(within || next_unasked || self.own_room(lane, room)) {
                 break;
             }
             let ahead = within && self.room_ahead(lane);
@@ -1205,9 +1215,9 @@ impl Fetches {
             .count()
     }
 
-    /// Whether the lanes after `writing` may take another place: always, unless pages of that lane
-    /// can be guessed ahead (or, before its first page has answered, the lane before had several
-    /// pages) and those lanes hold [`LANES_AHEAD_PLACES`] already.
+    /// Whether the lanes after `writing` may take another place: while they hold fewer than
+    /// [`FETCH_AHEAD`], or than [`LANES_AHEAD_PLACES`] where pages of that lane can be guessed ahead
+    /// (or, before its first page has answered, the lane before had several pages).
     fn room_ahead(&self, writing: usize) -> bool {
         let guessable = self.guessable(writing).unwrap_or_else(|| {
             writing
@@ -1215,26 +1225,48 @@ impl Fetches {
                 .and_then(|previous| self.lanes.get(previous))
                 .is_some_and(|previous| previous.confirmed.len() > 1)
         });
-        !guessable || self.places(|lane| lane > writing) < LANES_AHEAD_PLACES
+        let allowed = if guessable {
+            LANES_AHEAD_PLACES
+        } else {
+            FETCH_AHEAD
+        };
+        self.places(|lane| lane > writing) < allowed
     }
 
-    /// Whether the lane being written, `writing`, may take a place whatever the lanes after it hold:
-    /// its pages can be guessed ahead and it holds fewer than the places the others leave it. Pages
-    /// of later lanes fetched before it was known to be long would otherwise leave it one request at
-    /// a time.
-    fn own_room(&self, writing: usize) -> bool {
+    /// Whether the lane being written, `writing`, may send another request whatever the lanes after
+    /// it hold: its pages can be guessed ahead, fewer than [`FETCH_AHEAD`] requests are in flight, and
+    /// it holds fewer of the run's `room` than the lanes after it leave it. Pages of later lanes
+    /// fetched before it was known to be long would otherwise leave it one request at a time.
+    fn own_room(&self, writing: usize, room: usize) -> bool {
         self.guessable(writing) == Some(true)
-            && self.places(|lane| lane == writing) < FETCH_AHEAD - LANES_AHEAD_PLACES
+            && self.in_flight.len() < FETCH_AHEAD
+            && self.places(|lane| lane == writing) < room.saturating_sub(LANES_AHEAD_PLACES)
+    }
+
+    /// How many places the run may hold, by the average page examined so far: up to [`FETCH_AHEAD`]
+    /// pages within [`FETCH_AHEAD_ORDERS`] orders or, where that allows more, up to [`HELD_AHEAD`]
+    /// pages within [`FETCH_AHEAD_PAYLOAD_BYTES`] of payload.
+    fn held_room(&self) -> usize {
+        let (pages, orders, payload) = self.lanes.iter().fold((0, 0, 0), |(p, o, b), lane| {
+            (p + lane.checked, o + lane.orders, b + lane.payload)
+        });
+        let per_page = |total: usize| total.checked_div(pages).unwrap_or(0).max(1);
+        (FETCH_AHEAD_ORDERS / per_page(orders))
+            .min(FETCH_AHEAD)
+            .max((FETCH_AHEAD_PAYLOAD_BYTES / per_page(payload)).min(HELD_AHEAD))
     }
 
     /// The next page worth asking for, planning a new lane (when `new_lanes`) if that is what comes
     /// next; with `ahead` false, only a page of the lane being written.
     fn next_slot(&mut self, writing: usize, new_lanes: bool, ahead: bool) -> Option<Slot> {
         let (marketplace, stream) = (&self.fetcher.marketplace, self.fetcher.stream);
-        let shown_before = writing
+        let previous = writing
             .checked_sub(1)
-            .and_then(|previous| self.lanes.get(previous))
-            .map_or(0, |previous| previous.checked.min(FETCH_AHEAD));
+            .and_then(|previous| self.lanes.get(previous));
+        let shown_before = previous.map_or(0, |previous| previous.checked.min(FETCH_AHEAD));
+        let pages_before = previous
+            .filter(|previous| previous.ended)
+            .map(|previous| previous.confirmed.len());
         for (i, lane) in self.lanes.iter_mut().enumerate().skip(writing) {
             if i > writing && !ahead {
                 return None;
@@ -1245,11 +1277,14 @@ impl Fetches {
             }
             // Guess further pages only of the lane being written, once it is known to have a second, and
             // no more pages ahead than the lane, or the lane before it, has shown so far (a short lane
-            // wastes few requests).
+            // wastes few requests) nor than [`FETCH_AHEAD`] (guesses answered ahead of an earlier page
+            // no longer hold requests, and all of them are wasted past the lane's end), and past as
+            // many pages as the lane before it had only as fast as pages past them turn out to exist.
             if i == writing
                 && !lane.ended
                 && lane.confirmed.len() > 1
-                && lane.speculated.len() < lane.checked.max(shown_before)
+                && lane.speculated.len() < lane.checked.max(shown_before).min(FETCH_AHEAD)
+                && lane.may_guess_past(pages_before)
             {
                 let guess = lane
                     .speculated
@@ -1324,6 +1359,7 @@ impl Fetches {
             let next = match result {
                 Ok(Some(page)) => {
                     lane.orders += page.orders.len();
+                    lane.payload += payload_bytes(page);
                     lane.reading |= page.more.is_some();
                     page.next.clone()
                 }
@@ -1471,6 +1507,8 @@ struct Lane {
     orders: usize,
     /// Whether an examined page's answer is still being read, so `orders` is not the window's size yet.
     reading: bool,
+    /// The raw payload of the examined pages' orders (of a streamed answer, its first batch).
+    payload: usize,
 }
 
 impl Lane {
@@ -1493,6 +1531,7 @@ impl Lane {
             ended: false,
             orders: 0,
             reading: false,
+            payload: 0,
         }
     }
 
@@ -1510,6 +1549,18 @@ impl Lane {
             order_ids: self.order_ids.clone(),
             changed_since,
         }
+    }
+
+    /// Whether the next page may be guessed, given `pages_before`, the pages of the lane before it
+    /// when that one is known (windows of one length hold about as many orders): up to as many pages
+    /// freely; past them, one page, then twice as many as have turned out to exist there. A lane as
+    /// long as the one before so wastes at most one guess past its end, and a longer one gets its
+    /// requests in flight back as fast as its pages past that length show up.
+    fn may_guess_past(&self, pages_before: Option<usize>) -> bool {
+        let next = self.confirmed.len() + self.speculated.len();
+        pages_before.is_none_or(|before| {
+            next < before || next - before <= 2 * self.confirmed.len().saturating_sub(before)
+        })
     }
 }
 
@@ -1648,14 +1699,6 @@ fn following((lane, index): (usize, usize), page: &Page) -> (usize, usize) {
     } else {
         (lane, index + 1)
     }
-}
-
-/// The orders of an average page examined so far (at least 1).
-fn orders_per_page(lanes: &[Lane]) -> usize {
-    let (pages, orders) = lanes
-        .iter()
-        .fold((0, 0), |(p, o), lane| (p + lane.checked, o + lane.orders));
-    orders.checked_div(pages).unwrap_or(0).max(1)
 }
 
 /// An error with its `source()` chain, for the `sync_runs.error` column and logs.

@@ -12,7 +12,9 @@ use ordersync::domain::{MarketplaceKind, Order, OrderState, RawStatus};
 use ordersync::marketplace::{
     Marketplace, MarketplaceError, Page, PageRequest, StreamPlan, StreamSpec,
 };
-use ordersync::poller::{AccountPoller, NoProgress, RunMode, StreamOutcome, StreamReport};
+use ordersync::poller::{
+    AccountPoller, FETCH_AHEAD, NoProgress, RunMode, StreamOutcome, StreamReport,
+};
 use ordersync::sandbox::Api;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -1042,6 +1044,85 @@ impl Marketplace for NextLinks {
     }
 }
 
+/// A marketplace of one stream whose windows (one a day of the backfill, oldest first; one window when
+/// there is one) hold `pages[w]` pages, paged by page number (so the poller guesses pages ahead,
+/// [`Marketplace::page_after`]). Page `k` holds order `P<k>` in the first window, `W<w>-P<k>` in the
+/// others, and `more` orders `<that>-<j>` after it; a page past a window's end is empty. It notes each
+/// page asked for, `(window, page)`, and when.
+struct Numbered {
+    pages: Vec<usize>,
+    more: usize,
+    asked: Mutex<Vec<(WindowPage, DateTime<Utc>)>>,
+}
+
+/// A page of [`Numbered`]: `(window, page)`.
+type WindowPage = (usize, usize);
+
+impl Numbered {
+    fn new(pages: Vec<usize>, more: usize) -> Numbered {
+        Numbered {
+            pages,
+            more,
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The pages asked for, `(window, page)`, before `at` (all of them when `None`).
+    fn asked_before(&self, at: Option<DateTime<Utc>>) -> Vec<WindowPage> {
+        let asked = self.asked.lock().unwrap();
+        asked
+            .iter()
+            .filter(|(_, when)| at.is_none_or(|at| *when < at))
+            .map(|(page, _)| *page)
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Marketplace for Numbered {
+    fn streams(&self) -> Vec<StreamSpec> {
+        let day = std::time::Duration::from_secs(24 * 60 * 60);
+        orders_stream((self.pages.len() > 1).then_some(day))
+    }
+
+    async fn fetch_page(
+        &self,
+        _stream: &str,
+        request: &PageRequest,
+    ) -> Result<Page, MarketplaceError> {
+        // The backfill starts a day a window before the run, a moment ago.
+        let window = self.pages.len() - (Utc::now() - request.from).num_hours() as usize / 24;
+        let window = if self.pages.len() == 1 { 0 } else { window };
+        let index = request.page.as_deref().map_or(0, |p| p.parse().unwrap());
+        self.asked
+            .lock()
+            .unwrap()
+            .push(((window, index), Utc::now()));
+        let pages = self.pages[window];
+        let id = match window {
+            0 => format!("P{index}"),
+            _ => format!("W{window}-P{index}"),
+        };
+        let ids = std::iter::once(id.clone()).chain((1..=self.more).map(|j| format!("{id}-{j}")));
+        Ok(Page {
+            orders: ids
+                .filter(|_| index < pages)
+                .map(|id| scripted_order(&id, "1"))
+                .collect(),
+            next: (index + 1 < pages).then(|| (index + 1).to_string()),
+            requests: 1,
+            more: None,
+        })
+    }
+
+    fn page_after(&self, _stream: &str, token: &str) -> Option<String> {
+        token
+            .parse::<usize>()
+            .ok()
+            .map(|page| (page + 1).to_string())
+    }
+}
+
 /// Statements that make the insert of order `P0` take a second, and note when it ends in `write_ends`.
 const SLOW_FIRST_PAGE: &[&str] = &[
     "create table write_ends (at timestamptz not null)",
@@ -1109,6 +1190,16 @@ async fn next_links_run(
     marketplace: Arc<NextLinks>,
     max_connections: Option<u32>,
 ) -> (common::TestDb, Vec<StreamReport>) {
+    marketplace_run(statements, marketplace, max_connections, 7).await
+}
+
+/// [`next_links_run`] for any marketplace, with a backfill of `initial_sync_days`.
+async fn marketplace_run(
+    statements: &[&'static str],
+    marketplace: Arc<dyn Marketplace>,
+    max_connections: Option<u32>,
+    initial_sync_days: u32,
+) -> (common::TestDb, Vec<StreamReport>) {
     let db = common::test_db().await;
     for &statement in statements {
         sqlx::query(statement).execute(&db.pool).await.unwrap();
@@ -1122,7 +1213,7 @@ async fn next_links_run(
             .unwrap(),
         None => db.pool.clone(),
     };
-    let poller = test_marketplace_poller(&pool, marketplace, 7).await;
+    let poller = test_marketplace_poller(&pool, marketplace, initial_sync_days).await;
     let reports = poller
         .poll(RunMode::Live, &CancellationToken::new(), &NoProgress)
         .await;
@@ -1164,6 +1255,46 @@ async fn the_next_page_named_during_a_write_is_asked_for_before_the_write_ends()
         "the third page was asked for at {}, after the first page's write ended at {first_written}",
         asked_at[&2]
     );
+}
+
+/// Pages fetched ahead of a write that falls behind wait in places of their own, not in those of the
+/// requests in flight: the first page's write is slowed down by a second, and pages of 501 light
+/// orders (more than one write holds, so none is written beside it) wait; the run asks for more pages
+/// than [`FETCH_AHEAD`] in flight could hold before that write ends, and no more than twice as many
+/// (what it may hold ahead of its writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_waiting_for_a_slow_write_leave_the_api_its_requests_in_flight() {
+    let marketplace = Arc::new(Numbered::new(vec![24], 500));
+    let (db, reports) = marketplace_run(SLOW_FIRST_PAGE, marketplace.clone(), None, 1).await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 24 * 501);
+    let asked = marketplace
+        .asked_before(Some(first_write_end(&db).await))
+        .len();
+    assert!(
+        asked > FETCH_AHEAD + 1 && asked <= 2 * FETCH_AHEAD + 1,
+        "{asked} pages asked for before the first write ended"
+    );
+}
+
+/// Pages are guessed past the length of the window before only as they turn out to exist: a window as
+/// long as the one before it has at most one page asked for past its end, and a longer one is read
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_as_long_as_the_one_before_has_at_most_one_page_asked_past_its_end() {
+    let marketplace = Arc::new(Numbered::new(vec![20, 20, 40], 0));
+    let (db, reports) = marketplace_run(&[], marketplace.clone(), None, 3).await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 80);
+    let asked = marketplace.asked_before(None);
+    let past_end = |window: usize| {
+        asked
+            .iter()
+            .filter(|&&(w, page)| w == window && page >= marketplace.pages[window])
+            .count()
+    };
+    assert!(past_end(1) <= 1, "{asked:?}");
+    assert!(past_end(2) <= FETCH_AHEAD, "{asked:?}");
 }
 
 /// The pages after a slow write are written beside it, in a transaction of their own, and still
