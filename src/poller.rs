@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -23,7 +24,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -533,11 +534,12 @@ impl AccountPoller {
     /// unread.
     ///
     /// Up to [`WRITES_UNDER_WAY`] writes may be under way at once: a group that fits one transaction
-    /// starts beside the writes before it when all of them fit one transaction each and together hold
-    /// no more than 500 orders or [`BESIDE_PAYLOAD_BYTES`] of payload, and writes its orders in a
-    /// transaction of its own while those commit; the orders they hold too, and then the lease, the
-    /// cursor and the commit, wait until the write before it has committed ([`orders::prepare`],
-    /// [`orders::PreparedWrite::add`], [`orders::PreparedWrite::commit`]).
+    /// starts beside the writes before it when all of them fit one transaction each, have begun it
+    /// ([`Beginning`]) and together hold no more than 500 orders or [`BESIDE_PAYLOAD_BYTES`] of
+    /// payload, and writes its orders in a transaction of its own while those commit; the orders they
+    /// hold too, and then the lease, the cursor and the commit, wait until the write before it has
+    /// committed ([`orders::prepare`], [`orders::PreparedWrite::add`],
+    /// [`orders::PreparedWrite::commit`]).
     async fn run_lanes(
         &self,
         run: &LaneRun<'_>,
@@ -546,6 +548,7 @@ impl AccountPoller {
     ) -> Result<bool, PollError> {
         let spec = run.spec;
         let mut fetches = Fetches::new(planner, self.fetcher(spec, run), self.account.page_size);
+        let beginning = Beginning::default();
         // The writes under way, in write order (at most `WRITES_UNDER_WAY`), and the orders of each
         // when the next may be written beside them.
         let mut writes: FuturesOrdered<BoxFuture<'_, Written>> = FuturesOrdered::new();
@@ -579,6 +582,7 @@ impl AccountPoller {
                     Some(Ok(Some(page))) => {
                         beside.is_empty()
                             || (beside.admits(page, page.orders.len(), payload_bytes(page))
+                                && beginning.count.load(Ordering::SeqCst) == 0
                                 && connection_free(&self.pool))
                     }
                     // A failure or an interruption ends the run once the writes before it are done.
@@ -606,7 +610,12 @@ impl AccountPoller {
                     beside.push(Some(group.beside()));
                     let (committed, signal) = oneshot::channel();
                     let previous = last_committed.replace(signal);
-                    Box::pin(self.write_in_one(spec.name, run.lease, group, previous, committed))
+                    beginning.count.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(
+                        self.write_in_one(
+                            spec.name, run.lease, group, &beginning, previous, committed,
+                        ),
+                    )
                 } else {
                     beside.push(None);
                     last_committed = None;
@@ -628,6 +637,8 @@ impl AccountPoller {
                         return Ok(false);
                     }
                 }
+                // A write has its transaction: the next may go beside it.
+                () = beginning.begun.notified(), if beginning.count.load(Ordering::SeqCst) > 0 => {}
             }
         }
     }
@@ -662,12 +673,13 @@ impl AccountPoller {
     /// Writes a group of pages in one transaction: its orders at once, beside the writes before it,
     /// and its deferred orders (those writes hold them too) and its commit — the lease, the
     /// checkpoint — only once `previous`, the write before it, has committed; then signals
-    /// `committed`.
+    /// `committed`. It counts in `beginning` until its transaction has begun.
     async fn write_in_one(
         &self,
         stream: &'static str,
         lease: &Lease,
         group: GroupWrite,
+        beginning: &Beginning,
         previous: Option<oneshot::Receiver<()>>,
         committed: oneshot::Sender<()>,
     ) -> Written {
@@ -689,13 +701,21 @@ impl AccountPoller {
                 window_from: *window_from,
             })
             .collect();
-        let prepared = orders::prepare(
-            &self.pool,
-            self.account_id,
-            self.account.marketplace,
-            &orders,
-        )
-        .await;
+        let transaction = self.pool.begin().await;
+        beginning.count.fetch_sub(1, Ordering::SeqCst);
+        beginning.begun.notify_one();
+        let prepared = match transaction {
+            Ok(transaction) => {
+                orders::prepare(
+                    transaction,
+                    self.account_id,
+                    self.account.marketplace,
+                    &orders,
+                )
+                .await
+            }
+            Err(error) => Err(error.into()),
+        };
         // The orders are in the transaction: their pages are not needed while it waits to commit.
         drop(orders);
         drop(pages);
@@ -1075,6 +1095,16 @@ struct Written {
     /// Orders of a streamed answer after its first batch (its page, the last of the group, counted
     /// only that batch): they count in its lane's size.
     streamed: usize,
+}
+
+/// The writes of a run whose transaction has not begun, and a signal each time one has. A write goes
+/// beside others only once each of them holds its connection: one that took the last connection
+/// while a write before it still waited for one would wait for that write to commit, and that write
+/// for its connection, until the pool's timeout failed the run.
+#[derive(Default)]
+struct Beginning {
+    count: AtomicUsize,
+    begun: Notify,
 }
 
 /// Whether the pool has a connection for a write beside another without waiting: an idle one, or

@@ -1047,11 +1047,13 @@ impl Marketplace for NextLinks {
 /// A marketplace of one stream whose windows (one a day of the backfill, oldest first; one window when
 /// there is one) hold `pages[w]` pages, paged by page number (so the poller guesses pages ahead,
 /// [`Marketplace::page_after`]). Page `k` holds order `P<k>` in the first window, `W<w>-P<k>` in the
-/// others, and `more` orders `<that>-<j>` after it; a page past a window's end is empty. It notes each
-/// page asked for, `(window, page)`, and when.
+/// others, and `more` orders `<that>-<j>` after it; a page past a window's end is empty. The first
+/// window's first page answers `first_delay` late. It notes each page asked for, `(window, page)`, and
+/// when.
 struct Numbered {
     pages: Vec<usize>,
     more: usize,
+    first_delay: std::time::Duration,
     asked: Mutex<Vec<(WindowPage, DateTime<Utc>)>>,
 }
 
@@ -1063,6 +1065,7 @@ impl Numbered {
         Numbered {
             pages,
             more,
+            first_delay: std::time::Duration::ZERO,
             asked: Mutex::new(Vec::new()),
         }
     }
@@ -1098,6 +1101,9 @@ impl Marketplace for Numbered {
             .lock()
             .unwrap()
             .push(((window, index), Utc::now()));
+        if (window, index) == (0, 0) {
+            tokio::time::sleep(self.first_delay).await;
+        }
         let pages = self.pages[window];
         let id = match window {
             0 => format!("P{index}"),
@@ -1295,6 +1301,29 @@ async fn a_window_as_long_as_the_one_before_has_at_most_one_page_asked_past_its_
     };
     assert!(past_end(1) <= 1, "{asked:?}");
     assert!(past_end(2) <= FETCH_AHEAD, "{asked:?}");
+}
+
+/// A write goes beside the writes under way only once each of them holds its connection: with a pool
+/// of one connection (each wait for it at most half a second), two one-page windows of 300 orders (more
+/// than one write holds together), the first answering late and its write slowed down by a second, the
+/// second window's page is ready when the first write starts, and is written after it, instead of
+/// waiting beside it for the connection it holds, which failed the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_goes_beside_others_only_once_they_hold_their_connections() {
+    let marketplace = Arc::new(Numbered {
+        first_delay: std::time::Duration::from_millis(200),
+        ..Numbered::new(vec![1, 1], 299)
+    });
+    let (db, reports) = marketplace_run(
+        &[SLOW_FIRST_PAGE, LOG_INSERTS].concat(),
+        marketplace,
+        Some(1),
+        2,
+    )
+    .await;
+    assert_succeeded(Api::Labs, &reports);
+    assert_eq!(stored_orders(&db).await, 600);
+    assert_inserted_beside_the_first_write(&db, "W1-P0", false).await;
 }
 
 /// The pages after a slow write are written beside it, in a transaction of their own, and still

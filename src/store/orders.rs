@@ -122,10 +122,15 @@ struct Row<'a> {
 
 /// Writes consecutive pages of orders and their checkpoint in one transaction.
 pub async fn write_pages(pool: &PgPool, write: PagesWrite<'_>) -> Result<PageCounts, StoreError> {
-    prepare(pool, write.account_id, write.marketplace, write.pages)
-        .await?
-        .commit(write.checkpoint, write.lease)
-        .await
+    prepare(
+        pool.begin().await?,
+        write.account_id,
+        write.marketplace,
+        write.pages,
+    )
+    .await?
+    .commit(write.checkpoint, write.lease)
+    .await
 }
 
 /// A write whose orders are in an open transaction, not yet committed.
@@ -143,15 +148,15 @@ pub struct PreparedWrite {
     counts: PageCounts,
 }
 
-/// Writes the orders of consecutive pages in a transaction left open for [`PreparedWrite::commit`].
+/// Writes the orders of consecutive pages in `transaction`, left open for [`PreparedWrite::commit`].
 pub async fn prepare(
-    pool: &PgPool,
+    transaction: sqlx::Transaction<'static, sqlx::Postgres>,
     account_id: i64,
     marketplace: MarketplaceKind,
     pages: &[PageOrders<'_>],
 ) -> Result<PreparedWrite, StoreError> {
     let mut write = PreparedWrite {
-        tx: pool.begin().await?,
+        tx: transaction,
         account_id,
         marketplace,
         unknown: UnknownValues::default(),
