@@ -1179,8 +1179,9 @@ impl Fetches {
     /// Plans lanes and sends requests while there is room (up to [`FETCH_AHEAD`] in flight, within
     /// the places the run may hold ahead of its writes, [`Fetches::held_room`]; the lane being written
     /// has room of its own, [`Fetches::own_room`]), and always for the page to write next, `at`; with
-    /// `new_lanes`, planning lanes as needed, else only asking for pages of lanes planned already. A fetched page
-    /// whose answer is still being read ([`Page::more`]) fills the room: its reader holds a batch more.
+    /// `new_lanes`, planning lanes as needed, else only asking for pages of lanes planned already. A
+    /// fetched page whose answer is still being read ([`Page::more`]) fills the room: its reader holds
+    /// a batch more.
     fn request_ahead(
         &mut self,
         changed_since: Option<DateTime<Utc>>,
