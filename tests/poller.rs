@@ -1095,7 +1095,6 @@ impl Marketplace for Numbered {
     ) -> Result<Page, MarketplaceError> {
         // The backfill starts a day a window before the run, a moment ago.
         let window = self.pages.len() - (Utc::now() - request.from).num_hours() as usize / 24;
-        let window = if self.pages.len() == 1 { 0 } else { window };
         let index = request.page.as_deref().map_or(0, |p| p.parse().unwrap());
         self.asked
             .lock()
