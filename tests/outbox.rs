@@ -1923,6 +1923,111 @@ mod live {
         );
     }
 
+    /// Sends `queued` (order, kind, args) with that many `run_once` at once, every request of the
+    /// marketplace answered 100 ms late so that the successes come in together; returns the outbox ids.
+    async fn succeed_together(
+        l: &Live,
+        api: Api,
+        queued: Vec<(String, &str, serde_json::Value)>,
+    ) -> Vec<i64> {
+        let mut ids = Vec::new();
+        for (order, kind, args) in &queued {
+            ids.push(l.enqueue(order, kind, args.clone()).await.unwrap().id);
+        }
+        l.sandbox.set_faults(
+            api,
+            FaultPlan {
+                slow_rate: 1.0,
+                slow_delay: Duration::from_millis(100),
+                ..FaultPlan::default()
+            },
+        );
+        l.sandbox.clear_audit();
+        let worker = Arc::new(l.worker(OutboxSettings {
+            concurrency: queued.len(),
+            ..fast()
+        }));
+        let handling: Vec<_> = queued
+            .iter()
+            .map(|_| {
+                let worker = worker.clone();
+                tokio::spawn(async move { worker.run_once().await.unwrap() })
+            })
+            .collect();
+        for handled in handling {
+            let outcome = handled.await.unwrap();
+            assert!(
+                matches!(outcome, Some(Outcome::Succeeded { .. })),
+                "{outcome:?}"
+            );
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn labs_orders_succeeding_together_are_read_back_by_one_listing() {
+        let l = live(Api::Labs, MarketplaceKind::Labs).await;
+        let orders = l.orders_in(&["PENDING_APPROVE", "PENDING_APPROVED"]).await;
+        let queued: Vec<_> = orders
+            .into_iter()
+            .take(6)
+            .map(|o| (o, "set-status", json!({"status_code": 1})))
+            .collect();
+        assert_eq!(
+            queued.len(),
+            6,
+            "the sandbox has too few orders awaiting approval"
+        );
+        succeed_together(&l, Api::Labs, queued.clone()).await;
+        // The first success's read takes the first listing; those of the others, arriving while it is
+        // under way, share the next.
+        let listings = l.calls("orders.list").len();
+        assert!(
+            (1..=3).contains(&listings),
+            "{listings} listings read back 6 orders"
+        );
+        for (order, _, _) in &queued {
+            assert_eq!(l.stored(order).await.0, "CREATED", "{order} read back");
+        }
+    }
+
+    #[tokio::test]
+    async fn c2c_orders_succeeding_together_are_read_back_in_one_request() {
+        let l = live(Api::C2c, MarketplaceKind::C2c).await;
+        let mut queued = Vec::new();
+        let mut expected = Vec::new();
+        for (from, target, state) in [
+            ("Ödeme Bekliyor", "Onay Bekliyor", "awaiting_approval"),
+            ("Onay Bekliyor", "Hazırlanıyor", "preparing"),
+        ] {
+            for order in l.orders_in(&[from]).await.into_iter().take(4) {
+                queued.push((order.clone(), "set-state", json!({ "state": target })));
+                expected.push((order, state));
+            }
+        }
+        assert_eq!(
+            queued.len(),
+            8,
+            "the sandbox has too few orders in these states"
+        );
+        succeed_together(&l, Api::C2c, queued.clone()).await;
+        let reads = l.calls("GetOrderInfoByOrdersCode");
+        assert!(
+            (1..=3).contains(&reads.len()),
+            "{} reads of 8 orders",
+            reads.len()
+        );
+        let codes: Vec<serde_json::Value> = reads
+            .iter()
+            .flat_map(|r| body_json(r)["SiparisKodlari"].as_array().cloned().unwrap())
+            .collect();
+        assert_eq!(codes.len(), 8, "each order read once: {codes:?}");
+        for (order, state) in &expected {
+            assert!(codes.contains(&json!(order)), "{order} not read back");
+            assert_eq!(l.stored(order).await.1, *state, "{order}");
+        }
+    }
+
     #[tokio::test]
     async fn labs_refuses_backwards_before_sending_and_a_stale_move_by_its_answer() {
         let l = live(Api::Labs, MarketplaceKind::Labs).await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
 
 use crate::config::AccountConfig;
 use crate::domain::{MarketplaceKind, Order, OrderState};
@@ -23,6 +24,9 @@ pub mod gittigidiyor;
 pub mod i1;
 pub mod labs;
 mod payload;
+
+/// How many single-order reads the default [`Marketplace::fetch_orders_by_id`] has in flight at once.
+const FETCH_BY_ID_AT_ONCE: usize = 4;
 
 /// A source of orders on one marketplace for one account.
 ///
@@ -54,6 +58,8 @@ mod payload;
 ///   calls it for a refused transition); a failure reported inside a 200 body is `Rejected`. When a
 ///   send ended ambiguously (timeout after sending), the caller reads the order back with
 ///   [`Marketplace::fetch_order`] and asks [`Marketplace::transition_took_effect`] before sending again.
+///   After a success it re-reads the order, several orders at once where the API allows
+///   ([`Marketplace::fetch_orders_by_id`]), so the database shows the new state.
 #[async_trait]
 pub trait Marketplace: Send + Sync {
     /// The streams this marketplace is polled by.
@@ -112,6 +118,21 @@ pub trait Marketplace: Send + Sync {
     async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
         let _ = external_id;
         Ok(None)
+    }
+
+    /// Reads several orders back, by external id, in as few requests as the API allows: the orders
+    /// found, in no particular order (an id missing from the answer was not found, or the API offers no
+    /// way to read single orders). The default asks [`Marketplace::fetch_order`] for each, a few at once.
+    async fn fetch_orders_by_id(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<Order>, MarketplaceError> {
+        let reads: Vec<_> = external_ids.iter().map(|id| self.fetch_order(id)).collect();
+        let found: Vec<Option<Order>> = futures::stream::iter(reads)
+            .buffer_unordered(FETCH_BY_ID_AT_ONCE)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Whether `order`, as read back, shows that `transition` took effect.

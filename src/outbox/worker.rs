@@ -10,8 +10,9 @@
 //! account's concurrency and more when sends start fast ([`ClaimsAhead`]), so a claim query serves many
 //! transitions and the next claims go out while earlier outcomes commit. Only `concurrency` of them send
 //! (or read back) at once (a semaphore; the re-read of an order after its success takes no slot).
-//! Successes are recorded by group commit ([`SuccessLog`]): a send that succeeded leaves its slot to the
-//! next transition and joins the queue of successes that one statement records together.
+//! Successes are recorded by group commit ([`Group`]): a send that succeeded leaves its slot to the
+//! next transition and joins the queue of successes that one statement records together. The orders
+//! re-read after their successes are grouped the same way: one read serves the orders waiting for it.
 //!
 //! What a claim ends in:
 //! - success → `succeeded`; the order is read again and stored.
@@ -129,7 +130,10 @@ pub struct OutboxWorker {
     slots: Semaphore,
     /// Claims of `run` still waiting for a slot.
     unsent: Unsent,
-    successes: SuccessLog,
+    /// Successful sends waiting to be recorded, one statement for each batch.
+    successes: Group<Sent, Recorded>,
+    /// Orders waiting to be re-read after their transitions succeeded, one read for each batch.
+    refreshes: Group<String, ()>,
 }
 
 /// Who the worker works for.
@@ -163,7 +167,8 @@ impl OutboxWorker {
             repoll,
             slots: Semaphore::new(settings.concurrency.max(1)),
             unsent: Unsent::default(),
-            successes: SuccessLog::default(),
+            successes: Group::default(),
+            refreshes: Group::default(),
             settings,
         }
     }
@@ -482,7 +487,7 @@ impl OutboxWorker {
                     started_at,
                     duration,
                 };
-                let succeeded = self.successes.record(&self.pool, &self.owner, sent).await?;
+                let succeeded = self.record_success(sent).await?;
                 metrics::outbox_attempt(&self.account, self.kind, "send", "succeeded");
                 return Ok(match succeeded {
                     None => {
@@ -494,7 +499,7 @@ impl OutboxWorker {
                     Some(later) => {
                         // A later transition of the order re-reads it after its own send.
                         if !later {
-                            self.refresh(&transition.order_external_id).await;
+                            self.refresh(transition.order_external_id.clone()).await;
                         }
                         Outcome::Succeeded { id }
                     }
@@ -600,7 +605,7 @@ impl OutboxWorker {
                 };
                 self.record_attempt(&Attempt { outcome, ..base }).await?;
                 tracing::info!(took_effect = took, "order read back");
-                self.store_order(&order).await;
+                self.store_orders(std::slice::from_ref(&order)).await;
                 return Ok(if took {
                     ReadBack::TookEffect
                 } else {
@@ -770,36 +775,75 @@ impl OutboxWorker {
         }
     }
 
-    /// Re-reads an order after a transition succeeded, so the database shows the marketplace's new state;
-    /// asks for a poll of the account when the adapter cannot read one order.
-    /// The read takes no slot: slots bound the sends, and a read changes nothing (the HTTP client's rate
-    /// limit still applies).
-    async fn refresh(&self, external_id: &str) {
-        match self.marketplace.fetch_order(external_id).await {
-            Ok(Some(order)) => self.store_order(&order).await,
-            Ok(None) => {
-                if let Some(repoll) = &self.repoll {
-                    repoll();
-                }
+    /// Records a successful send with the others queued meanwhile: `None` when the claim was lost, else
+    /// whether a later transition of the order is still to run (see [`store_outbox::succeed_all`]).
+    async fn record_success(&self, sent: Sent) -> Result<Option<bool>, OutboxError> {
+        let id = sent.outbox_id;
+        let record = |batch: Vec<Sent>| async move {
+            match store_outbox::succeed_all(&self.pool, &self.owner, &batch).await {
+                Ok(recorded) => batch
+                    .iter()
+                    .map(|sent| {
+                        recorded
+                            .get(&sent.outbox_id)
+                            .copied()
+                            .ok_or_else(|| "the database did not answer for it".to_owned())
+                    })
+                    .collect(),
+                Err(e) => vec![Err(e.to_string()); batch.len()],
             }
-            Err(e) => tracing::warn!(
-                error = %self.redactor.redact(&e.to_string()),
-                "could not re-read the order; the next poll will"
-            ),
-        }
+        };
+        self.successes
+            .join(sent, record)
+            .await
+            .unwrap_or_else(|| Err("the transition recording it was stopped".to_owned()))
+            .map_err(|reason| OutboxError::Unrecorded { id, reason })
     }
 
-    async fn store_order(&self, order: &Order) {
+    /// Re-reads an order after a transition succeeded, so the database shows the marketplace's new state,
+    /// with the other orders waiting for it meanwhile ([`Marketplace::fetch_orders_by_id`]: one listing or
+    /// one request for many where the API allows); asks for a poll of the account when the adapter cannot
+    /// read an order. The read takes no slot: slots bound the sends, and a read changes nothing (the HTTP
+    /// client's rate limit still applies).
+    async fn refresh(&self, external_id: String) {
+        let refresh = |mut batch: Vec<String>| async move {
+            let asked = batch.len();
+            batch.sort_unstable();
+            batch.dedup();
+            match self.marketplace.fetch_orders_by_id(&batch).await {
+                Ok(orders) => {
+                    self.store_orders(&orders).await;
+                    if orders.len() < batch.len()
+                        && let Some(repoll) = &self.repoll
+                    {
+                        repoll();
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    error = %self.redactor.redact(&e.to_string()),
+                    orders = batch.len(),
+                    "could not re-read the orders; the next poll will"
+                ),
+            }
+            vec![(); asked]
+        };
+        self.refreshes.join(external_id, refresh).await;
+    }
+
+    async fn store_orders(&self, orders: &[Order]) {
+        if orders.is_empty() {
+            return;
+        }
         let page = PageWrite {
             account_id: self.account_id,
             marketplace: self.kind,
-            orders: std::slice::from_ref(order),
+            orders,
             window_from: None,
             checkpoint: None,
             lease: None,
         };
         if let Err(e) = orders::write_page(&self.pool, page).await {
-            tracing::warn!(error = %e, "could not store the order read back; the next poll will");
+            tracing::warn!(error = %e, "could not store the orders read back; the next poll will");
         }
     }
 }
@@ -871,67 +915,57 @@ impl ClaimsAhead {
     }
 }
 
-/// What recording a success answers: see [`SuccessLog::record`]; `Err` holds why it was not recorded.
+/// What recording a success answers: see [`OutboxWorker::record_success`]; `Err` holds why it was not
+/// recorded.
 type Recorded = Result<Option<bool>, String>;
 
-/// Successful sends waiting to be recorded. Whichever waiting transition gets the turn records every
-/// success queued by then in one statement (group commit); the others wait for its answer. A busy worker
-/// so commits once per batch, and the batch grows with the time a commit takes.
-#[derive(Default)]
-struct SuccessLog {
-    queue: std::sync::Mutex<Vec<(Sent, oneshot::Sender<Recorded>)>>,
+/// Work of `run`'s transitions done together. Whichever waiting transition gets the turn does the work
+/// of every item queued by then in one go; the others wait for its answers. A busy worker so does the
+/// work (a statement, a read) once per batch, and the batch grows with the time the work takes.
+struct Group<T, A> {
+    queue: std::sync::Mutex<Vec<(T, oneshot::Sender<A>)>>,
     turn: tokio::sync::Mutex<()>,
 }
 
-impl SuccessLog {
-    /// Records `sent` with the others queued meanwhile: `None` when the claim was lost, else whether a
-    /// later transition of the order is still to run (see [`store_outbox::succeed_all`]).
-    async fn record(
-        &self,
-        pool: &PgPool,
-        worker: &str,
-        sent: Sent,
-    ) -> Result<Option<bool>, OutboxError> {
-        let id = sent.outbox_id;
+impl<T, A> Default for Group<T, A> {
+    fn default() -> Self {
+        Group {
+            queue: std::sync::Mutex::default(),
+            turn: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+impl<T, A> Group<T, A> {
+    /// Queues `item` and waits for its answer, doing the queued batch with `work` (which answers each
+    /// item, in order) whenever this caller gets the turn. `None`: the caller doing this item's batch was
+    /// stopped before answering.
+    async fn join<F, Fut>(&self, item: T, work: F) -> Option<A>
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = Vec<A>>,
+    {
         let (reply, mut answer) = oneshot::channel();
         self.queue
             .lock()
-            .expect("the success queue is never poisoned")
-            .push((sent, reply));
+            .expect("a group's queue is never poisoned")
+            .push((item, reply));
         loop {
             tokio::select! {
                 biased;
-                answer = &mut answer => {
-                    let answer = answer.unwrap_or_else(|_| {
-                        Err("the transition recording it was stopped".to_owned())
-                    });
-                    return answer.map_err(|reason| OutboxError::Unrecorded { id, reason });
-                }
+                answer = &mut answer => return answer.ok(),
                 _turn = self.turn.lock() => {
-                    // Empty: an earlier turn took this success, and its answer is already sent.
+                    // Empty: an earlier turn took this item, and its answer is already sent.
                     let batch = std::mem::take(
-                        &mut *self.queue.lock().expect("the success queue is never poisoned"),
+                        &mut *self.queue.lock().expect("a group's queue is never poisoned"),
                     );
                     if batch.is_empty() {
                         continue;
                     }
-                    let (sent, replies): (Vec<Sent>, Vec<_>) = batch.into_iter().unzip();
-                    match store_outbox::succeed_all(pool, worker, &sent).await {
-                        Ok(recorded) => {
-                            for (sent, reply) in sent.iter().zip(replies) {
-                                let answer = recorded.get(&sent.outbox_id).copied().ok_or_else(|| {
-                                    "the database did not answer for it".to_owned()
-                                });
-                                // A waiter that is gone (stopped at shutdown) needs no answer.
-                                let _ = reply.send(answer);
-                            }
-                        }
-                        Err(e) => {
-                            let reason = e.to_string();
-                            for reply in replies {
-                                let _ = reply.send(Err(reason.clone()));
-                            }
-                        }
+                    let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                    for (answer, reply) in work(items).await.into_iter().zip(replies) {
+                        // A waiter that is gone (stopped at shutdown) needs no answer.
+                        let _ = reply.send(answer);
                     }
                 }
             }

@@ -127,6 +127,8 @@ pub struct C2c {
     /// every request then fails with a clear message instead of a panic.
     auth: Option<Auth>,
     statuses: Statuses,
+    /// Order codes per `GetOrderInfoByOrdersCode` request (the account's page size).
+    codes_per_request: usize,
 }
 
 struct Auth {
@@ -153,16 +155,16 @@ impl C2c {
             }),
             _ => None,
         };
-        let batch = usize::try_from(account.page_size)
+        let codes_per_request = usize::try_from(account.page_size)
             .unwrap_or(usize::MAX)
             .max(1);
-        let streams = stream_specs(batch);
         C2c {
             http,
-            streams,
+            streams: stream_specs(codes_per_request),
             base_url: account.base_url.clone(),
             auth,
             statuses: Statuses::new(overrides),
+            codes_per_request,
         }
     }
 
@@ -283,7 +285,15 @@ impl Marketplace for C2c {
     }
 
     async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
-        self.read_back(external_id).await
+        let found = self.read_back(&[external_id.to_owned()]).await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn fetch_orders_by_id(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<Order>, MarketplaceError> {
+        self.read_back(external_ids).await
     }
 
     fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {

@@ -214,19 +214,32 @@ impl C2c {
         })
     }
 
-    /// The order `external_id`, read with `GetOrderInfoByOrdersCode`.
+    /// The orders of `external_ids`, read with `GetOrderInfoByOrdersCode`, as many codes a request as
+    /// the status stream asks for.
     pub(super) async fn read_back(
         &self,
-        external_id: &str,
-    ) -> Result<Option<Order>, MarketplaceError> {
-        let orders = self
-            .call(
-                &format!("POST GetOrderInfoByOrdersCode ({external_id})"),
-                "GetOrderInfoByOrdersCode",
-                json!({ "SiparisKodlari": [external_id] }),
-            )
-            .await?;
-        Ok(orders.into_iter().find(|o| o.external_id == external_id))
+        external_ids: &[String],
+    ) -> Result<Vec<Order>, MarketplaceError> {
+        let mut found = Vec::new();
+        for codes in external_ids.chunks(self.codes_per_request) {
+            let what = match codes {
+                [code] => format!("POST GetOrderInfoByOrdersCode ({code})"),
+                _ => format!("POST GetOrderInfoByOrdersCode ({} codes)", codes.len()),
+            };
+            let orders = self
+                .call(
+                    &what,
+                    "GetOrderInfoByOrdersCode",
+                    json!({ "SiparisKodlari": codes }),
+                )
+                .await?;
+            found.extend(
+                orders
+                    .into_iter()
+                    .filter(|o| codes.contains(&o.external_id)),
+            );
+        }
+        Ok(found)
     }
 }
 

@@ -174,7 +174,15 @@ impl Marketplace for Labs {
     }
 
     async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
-        self.read_back(external_id).await
+        let found = self.read_back(&[external_id.to_owned()]).await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn fetch_orders_by_id(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<Order>, MarketplaceError> {
+        self.read_back(external_ids).await
     }
 
     fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {

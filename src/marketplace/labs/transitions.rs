@@ -24,7 +24,10 @@
 //!
 //! Read-back: the list has no filter by Labs id, so [`Labs::read_back`] reads the orders updated
 //! since yesterday (Istanbul date; an order whose transition took effect was updated then) and picks
-//! the order by id, giving up (`None`) after [`READ_BACK_PAGES`] pages.
+//! the orders by id, giving up on those not found after [`READ_BACK_PAGES`] pages. One listing serves
+//! every order re-read at the same time.
+
+use std::collections::HashSet;
 
 use chrono::{TimeDelta, Utc};
 use reqwest::Method;
@@ -323,11 +326,14 @@ impl Labs {
         })
     }
 
-    /// The order `external_id` among the recently updated ones (see the module documentation).
+    /// The orders of `external_ids` among the recently updated ones (see the module documentation):
+    /// pages are read until every one is found or [`READ_BACK_PAGES`] pages have been read.
     pub(super) async fn read_back(
         &self,
-        external_id: &str,
-    ) -> Result<Option<Order>, MarketplaceError> {
+        external_ids: &[String],
+    ) -> Result<Vec<Order>, MarketplaceError> {
+        let mut wanted: HashSet<&str> = external_ids.iter().map(String::as_str).collect();
+        let mut found = Vec::new();
         let now = Utc::now();
         let mut request = PageRequest {
             from: now - TimeDelta::days(1),
@@ -338,20 +344,21 @@ impl Labs {
             changed_since: None,
         };
         for _ in 0..READ_BACK_PAGES {
-            let page = self.fetch_orders(&request).await?;
-            if let Some(order) = page
-                .orders
-                .into_iter()
-                .find(|o| o.external_id == external_id)
-            {
-                return Ok(Some(order));
+            if wanted.is_empty() {
+                break;
             }
+            let page = self.fetch_orders(&request).await?;
+            found.extend(
+                page.orders
+                    .into_iter()
+                    .filter(|o| wanted.remove(o.external_id.as_str())),
+            );
             match page.next {
                 Some(next) => request.page = Some(next),
                 None => break,
             }
         }
-        Ok(None)
+        Ok(found)
     }
 }
 
