@@ -1608,6 +1608,20 @@ mod live {
             .unwrap()
         }
 
+        /// The stored status code and state of line `item` of `order`.
+        pub async fn stored_line(&self, order: &str, item: &str) -> (Option<String>, String) {
+            sqlx::query_as(
+                "select l.status_code, l.state from order_lines l join orders o on o.id = l.order_id
+                 where o.account_id = $1 and o.external_id = $2 and l.external_id = $3",
+            )
+            .bind(self.account_id)
+            .bind(order)
+            .bind(item)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+        }
+
         /// The requests the sandbox answered with operation `operation`.
         pub fn calls(&self, operation: &str) -> Vec<ordersync::sandbox::audit::AuditEntry> {
             self.sandbox
@@ -1776,21 +1790,42 @@ mod live {
             let attempts = store_outbox::attempts(&l.db.pool, *id).await.unwrap();
             assert_eq!(attempts[0].http_status, Some(204));
             // Read back after the success: the database shows the item rejected.
-            let (code, state): (Option<String>, String) = sqlx::query_as(
-                "select l.status_code, l.state from order_lines l join orders o on o.id = l.order_id
-                 where o.account_id = $1 and o.external_id = $2 and l.external_id = $3",
-            )
-            .bind(l.account_id)
-            .bind(order)
-            .bind(item)
-            .fetch_one(&l.db.pool)
-            .await
-            .unwrap();
+            let (code, state) = l.stored_line(order, item).await;
             assert_eq!(
                 (code.as_deref(), state.as_str()),
                 (Some("900"), "rejected"),
                 "{item}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn i1_orders_succeeding_together_are_each_read_back() {
+        let l = live(Api::I1, MarketplaceKind::I1).await;
+        // i1 reads one order a request: the default `fetch_orders_by_id`, every order of the batch.
+        let items: Vec<(String, String)> = sqlx::query_as(
+            "select distinct on (o.id) o.external_id, l.external_id
+             from order_lines l join orders o on o.id = l.order_id
+             where o.account_id = $1 and l.status_code = '100'
+             order by o.id, l.position limit 4",
+        )
+        .bind(l.account_id)
+        .fetch_all(&l.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            items.len(),
+            4,
+            "the sandbox has too few items awaiting approval"
+        );
+        let queued = items
+            .iter()
+            .map(|(order, item)| (order.clone(), "reject-item", json!({ "item_id": item })))
+            .collect();
+        succeed_together(&l, Api::I1, queued).await;
+        for (order, item) in &items {
+            let (_, state) = l.stored_line(order, item).await;
+            assert_eq!(state, "rejected", "{item} of {order} read back");
         }
     }
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 
 use crate::config::AccountConfig;
 use crate::domain::{MarketplaceKind, Order, OrderState};
@@ -24,9 +23,6 @@ pub mod gittigidiyor;
 pub mod i1;
 pub mod labs;
 mod payload;
-
-/// How many single-order reads the default [`Marketplace::fetch_orders_by_id`] has in flight at once.
-const FETCH_BY_ID_AT_ONCE: usize = 4;
 
 /// A source of orders on one marketplace for one account.
 ///
@@ -122,16 +118,14 @@ pub trait Marketplace: Send + Sync {
 
     /// Reads several orders back, by external id, in as few requests as the API allows: the orders
     /// found, in no particular order (an id missing from the answer was not found, or the API offers no
-    /// way to read single orders). The default asks [`Marketplace::fetch_order`] for each, a few at once.
+    /// way to read single orders). The default asks [`Marketplace::fetch_order`] for each, all at once:
+    /// the account's rate limit paces them.
     async fn fetch_orders_by_id(
         &self,
         external_ids: &[String],
     ) -> Result<Vec<Order>, MarketplaceError> {
-        let reads: Vec<_> = external_ids.iter().map(|id| self.fetch_order(id)).collect();
-        let found: Vec<Option<Order>> = futures::stream::iter(reads)
-            .buffer_unordered(FETCH_BY_ID_AT_ONCE)
-            .try_collect()
-            .await?;
+        let reads = external_ids.iter().map(|id| self.fetch_order(id));
+        let found = futures::future::try_join_all(reads).await?;
         Ok(found.into_iter().flatten().collect())
     }
 
