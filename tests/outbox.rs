@@ -61,6 +61,8 @@ struct FakeState {
     in_flight: usize,
     max_in_flight: usize,
     cancelled_orders: Vec<String>,
+    /// Orders the fake cannot read back (`fetch_order` answers `None`).
+    unreadable: Vec<String>,
 }
 
 /// An in-memory marketplace with one kind, `step` (argument `n`, digits), read-back and scripted failures.
@@ -250,7 +252,14 @@ impl Marketplace for Fake {
 
     async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
         self.read_signal.notify_one();
-        Ok(Some(self.order(external_id)))
+        let unreadable = self
+            .state
+            .lock()
+            .unwrap()
+            .unreadable
+            .iter()
+            .any(|o| o == external_id);
+        Ok((!unreadable).then(|| self.order(external_id)))
     }
 
     fn transition_took_effect(&self, transition: &Transition, order: &Order) -> bool {
@@ -488,6 +497,67 @@ async fn the_running_worker_records_successes_in_groups_and_sends_within_its_con
     assert_eq!(
         state.max_same_order, 1,
         "two transitions of one order were in flight at once"
+    );
+}
+
+#[tokio::test]
+async fn an_order_that_cannot_be_read_back_after_its_success_asks_for_a_poll() {
+    let s = setup().await;
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .unreadable
+        .push("HIDDEN".into());
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
+    let worker = OutboxWorker::new(
+        s.db.pool.clone(),
+        WorkerAccount {
+            account_id: s.account_id,
+            name: "shop".into(),
+            kind: MarketplaceKind::Labs,
+            marketplace: s.fake.clone(),
+            secrets: vec![SECRET.to_owned()],
+        },
+        "w".into(),
+        fast(),
+        Some(Arc::new(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })),
+    );
+    let stored = |order: &'static str| {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from orders where account_id = $1 and external_id = $2)",
+        )
+        .bind(s.account_id)
+        .bind(order)
+        .fetch_one(&s.db.pool)
+    };
+
+    s.enqueue("SHOWN", 0, 10).await.unwrap();
+    let outcome = worker.run_once().await.unwrap();
+    assert!(
+        matches!(outcome, Some(Outcome::Succeeded { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        stored("SHOWN").await.unwrap(),
+        "the order read back is stored"
+    );
+    assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    s.enqueue("HIDDEN", 0, 10).await.unwrap();
+    let outcome = worker.run_once().await.unwrap();
+    assert!(
+        matches!(outcome, Some(Outcome::Succeeded { .. })),
+        "{outcome:?}"
+    );
+    assert!(!stored("HIDDEN").await.unwrap());
+    assert_eq!(
+        polls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "an order the marketplace cannot read back is left to a poll"
     );
 }
 

@@ -25,7 +25,7 @@
 //!   marketplace cannot tell → `unknown` for an operator; the read failed transiently → `unknown`, read
 //!   back again after a backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -813,7 +813,9 @@ impl OutboxWorker {
             match self.marketplace.fetch_orders_by_id(&batch).await {
                 Ok(orders) => {
                     self.store_orders(&orders).await;
-                    if orders.len() < batch.len()
+                    let found: HashSet<&str> =
+                        orders.iter().map(|o| o.external_id.as_str()).collect();
+                    if batch.iter().any(|id| !found.contains(id.as_str()))
                         && let Some(repoll) = &self.repoll
                     {
                         repoll();
