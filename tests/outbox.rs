@@ -63,6 +63,8 @@ struct FakeState {
     cancelled_orders: Vec<String>,
     /// Orders the fake cannot read back (`fetch_order` answers `None`).
     unreadable: Vec<String>,
+    /// Orders whose read fails (`fetch_order` answers a transient error).
+    read_failing: Vec<String>,
 }
 
 /// An in-memory marketplace with one kind, `step` (argument `n`, digits), read-back and scripted failures.
@@ -252,13 +254,17 @@ impl Marketplace for Fake {
 
     async fn fetch_order(&self, external_id: &str) -> Result<Option<Order>, MarketplaceError> {
         self.read_signal.notify_one();
-        let unreadable = self
-            .state
-            .lock()
-            .unwrap()
-            .unreadable
-            .iter()
-            .any(|o| o == external_id);
+        let state = self.state.lock().unwrap();
+        if state.read_failing.iter().any(|o| o == external_id) {
+            return Err(MarketplaceError::Transient {
+                what: format!("read {external_id}"),
+                detail: "unavailable".into(),
+                retry_after: None,
+                ambiguous: false,
+            });
+        }
+        let unreadable = state.unreadable.iter().any(|o| o == external_id);
+        drop(state);
         Ok((!unreadable).then(|| self.order(external_id)))
     }
 
@@ -558,6 +564,24 @@ async fn an_order_that_cannot_be_read_back_after_its_success_asks_for_a_poll() {
         polls.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "an order the marketplace cannot read back is left to a poll"
+    );
+
+    s.fake
+        .state
+        .lock()
+        .unwrap()
+        .read_failing
+        .push("BROKEN".into());
+    s.enqueue("BROKEN", 0, 10).await.unwrap();
+    let outcome = worker.run_once().await.unwrap();
+    assert!(
+        matches!(outcome, Some(Outcome::Succeeded { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        polls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "an order whose read back failed is left to a poll too"
     );
 }
 
@@ -885,19 +909,22 @@ async fn completion_is_fenced_against_a_late_worker() {
     let ttl = Duration::from_secs(60);
     let late = store_outbox::claim(&s.db.pool, s.account_id, "late", ttl, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .transitions;
     assert_eq!(late.len(), 1);
     assert!(
         store_outbox::claim(&s.db.pool, s.account_id, "other", ttl, 10)
             .await
             .unwrap()
+            .transitions
             .is_empty(),
         "a held claim is not handed out twice"
     );
     make_due(&s.db.pool).await;
     let fresh = store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .transitions;
     assert_eq!(
         fresh[0].previous_state, "running",
         "taken over: read back first"
@@ -964,7 +991,8 @@ async fn claims_held_over_a_history(pool: &PgPool, account_id: i64) -> Vec<store
     let ttl = Duration::from_secs(60);
     let claims = store_outbox::claim(pool, account_id, "w", ttl, 300)
         .await
-        .unwrap();
+        .unwrap()
+        .transitions;
     assert_eq!(claims.len(), 300);
     claims
 }
@@ -1044,7 +1072,9 @@ async fn next_due_reading_two_rows_at_most(
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     let mut tx = pool.begin().await.unwrap();
     let before = outbox_rows_read(&mut tx).await;
-    let due = store_outbox::next_due(&mut *tx, account_id).await.unwrap();
+    let due = store_outbox::next_due(&mut *tx, account_id, None)
+        .await
+        .unwrap();
     let read = outbox_rows_read(&mut tx).await - before;
     assert!(read <= 2, "next_due read {read} rows of the outbox");
     due
@@ -1074,6 +1104,41 @@ async fn the_next_due_time_is_read_without_the_history() {
     assert_eq!(due, Some(retry_at), "the retry, before any lease ends");
 }
 
+/// The workers of one process share their owner: the one of an account that is done at shutdown gives
+/// back its own claims, not those of another account's worker, which may still be sending them.
+#[tokio::test]
+async fn a_worker_releases_only_its_own_accounts_claims_at_shutdown() {
+    let s = setup().await;
+    let labs = |name| common::account(name, MarketplaceKind::Labs, "http://127.0.0.1:1/v1");
+    let ids = accounts::sync_with_config(&s.db.pool, &[labs("shop"), labs("other")])
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(600);
+    let mut held = Vec::new();
+    for account_id in [ids["shop"], ids["other"]] {
+        sqlx::query(
+            "insert into outbox (account_id, order_external_id, kind, args, validated_at)
+             values ($1, 'A', 'step', '{}', now())",
+        )
+        .bind(account_id)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+        let claims = store_outbox::claim(&s.db.pool, account_id, "host:1:w", ttl, 1)
+            .await
+            .unwrap()
+            .transitions;
+        assert_eq!(claims.len(), 1);
+        held.push(claims[0].id);
+    }
+    let released = store_outbox::release(&s.db.pool, ids["shop"], "host:1:w")
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    assert_eq!(row(&s.db.pool, held[0]).await.state, "unknown");
+    assert_eq!(row(&s.db.pool, held[1]).await.state, "running");
+}
+
 #[tokio::test]
 async fn the_next_due_time_is_read_without_other_accounts_claims() {
     let s = setup().await;
@@ -1094,7 +1159,8 @@ async fn the_next_due_time_is_read_without_other_accounts_claims() {
     let ttl = Duration::from_secs(600);
     let mine = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 1)
         .await
-        .unwrap();
+        .unwrap()
+        .transitions;
     assert_eq!(mine.len(), 1);
 
     let due = next_due_reading_two_rows_at_most(&s.db.pool, s.account_id).await;
@@ -1191,6 +1257,72 @@ async fn enqueue_refuses_with_the_reason_and_keys_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(count, 1);
+}
+
+/// A transition due while an earlier one of its order failed waits for an operator without keeping the
+/// worker busy: the running worker claims once and sleeps (it used to look for work again at once, a
+/// claim and a due-time query after another, for as long as the order stayed blocked); an operator's
+/// cancelling of the failed transition wakes it, and the waiting one is sent.
+#[tokio::test]
+async fn a_transition_blocked_by_a_failed_one_leaves_the_worker_idle_until_an_operator_acts() {
+    let s = setup().await;
+    let failed = s.enqueue("A", 1, 10).await.unwrap().id;
+    let waiting = s.enqueue("A", 2, 10).await.unwrap().id;
+    // Each statement updating the outbox is counted: a claim is one, whatever it takes.
+    for statement in [
+        "update outbox set state = 'failed', next_attempt_at = null, finished_at = now(),
+            last_error = 'refused' where order_external_id = 'A' and idempotency_key = 'A-1'",
+        "create table outbox_updates (at timestamptz not null default clock_timestamp())",
+        "create function count_outbox_update() returns trigger language plpgsql as
+            $$ begin insert into outbox_updates default values; return null; end $$",
+        "create trigger count_outbox_update after update on outbox
+            for each statement execute function count_outbox_update()",
+    ] {
+        sqlx::query(statement).execute(&s.db.pool).await.unwrap();
+    }
+    let worker = Arc::new(s.worker(
+        "w",
+        OutboxSettings {
+            poll_interval: Duration::from_secs(3600),
+            ..fast()
+        },
+    ));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn(ordersync::outbox::worker::listen(
+        s.db.pool.clone(),
+        HashMap::from([(s.account_id, wake.clone())]),
+        shutdown.clone(),
+    ));
+    let running = tokio::spawn(worker.clone().run(wake, shutdown.clone()));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let updates: i64 = sqlx::query_scalar("select count(*) from outbox_updates")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        updates <= 2,
+        "{updates} statements updated the outbox in a second with nothing to send"
+    );
+    assert_eq!(row(&s.db.pool, waiting).await.state, "pending");
+    assert_eq!(s.fake.sends(), 0);
+
+    assert_eq!(
+        store_outbox::cancel(&s.db.pool, failed).await.unwrap(),
+        OperatorAction::Done
+    );
+    let sent = tokio::time::timeout(Duration::from_secs(30), async {
+        while row(&s.db.pool, waiting).await.state != "succeeded" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    shutdown.cancel();
+    running.await.unwrap();
+    listener.await.unwrap();
+    assert!(sent.is_ok(), "the cancellation did not wake the worker");
+    assert_eq!(s.fake.applied("A"), vec!["A-2"]);
 }
 
 #[tokio::test]

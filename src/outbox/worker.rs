@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, Semaphore, SemaphorePermit, oneshot};
@@ -189,7 +189,7 @@ impl OutboxWorker {
             1,
         )
         .await?;
-        match claimed.into_iter().next() {
+        match claimed.transitions.into_iter().next() {
             Some(claim) => {
                 let span = self.span(&claim);
                 let handled = async {
@@ -211,6 +211,9 @@ impl OutboxWorker {
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
         let mut ahead = ClaimsAhead::new(self.settings.concurrency.max(1) * CLAIMS_PER_SLOT);
+        // The database's time of the last claim: transitions due by then that it did not take wait for
+        // something else (an earlier transition of their order, another worker), not for a timer.
+        let mut last_claim = None;
         loop {
             // Claim again once half the claims waiting for a slot have started, so the slots never wait
             // for a claim query. Sent transitions waiting for their outcome to be recorded do not count:
@@ -230,6 +233,8 @@ impl OutboxWorker {
                 .await
                 {
                     Ok(claims) => {
+                        last_claim = Some(claims.as_of);
+                        let claims = claims.transitions;
                         saturated = claims.len() == free;
                         self.unsent.add(claims.len());
                         for claim in claims {
@@ -250,7 +255,7 @@ impl OutboxWorker {
             let idle = if saturated {
                 self.settings.poll_interval
             } else {
-                self.until_next_due().await
+                self.until_next_due(last_claim).await
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -278,7 +283,7 @@ impl OutboxWorker {
                 "outbox transitions still in flight at the shutdown deadline were stopped"
             );
         }
-        match store_outbox::release(&self.pool, &self.owner).await {
+        match store_outbox::release(&self.pool, self.account_id, &self.owner).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 released = n,
@@ -308,9 +313,11 @@ impl OutboxWorker {
         )
     }
 
-    async fn until_next_due(&self) -> Duration {
+    /// How long to sleep until the next transition falls due after `last_claim` (at most the poll
+    /// interval).
+    async fn until_next_due(&self, last_claim: Option<DateTime<Utc>>) -> Duration {
         let poll = self.settings.poll_interval;
-        match store_outbox::next_due(&self.pool, self.account_id).await {
+        match store_outbox::next_due(&self.pool, self.account_id, last_claim).await {
             Ok(Some(at)) => (at - Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -810,31 +817,36 @@ impl OutboxWorker {
             let asked = batch.len();
             batch.sort_unstable();
             batch.dedup();
-            match self.marketplace.fetch_orders_by_id(&batch).await {
+            // Whatever is not stored now (not found, a failed read or write) is left to a poll, asked
+            // for at once.
+            let stored = match self.marketplace.fetch_orders_by_id(&batch).await {
                 Ok(orders) => {
-                    self.store_orders(&orders).await;
                     let found: HashSet<&str> =
                         orders.iter().map(|o| o.external_id.as_str()).collect();
-                    if batch.iter().any(|id| !found.contains(id.as_str()))
-                        && let Some(repoll) = &self.repoll
-                    {
-                        repoll();
-                    }
+                    let all_found = batch.iter().all(|id| found.contains(id.as_str()));
+                    self.store_orders(&orders).await && all_found
                 }
-                Err(e) => tracing::warn!(
-                    error = %self.redactor.redact(&e.to_string()),
-                    orders = batch.len(),
-                    "could not re-read the orders; the next poll will"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %self.redactor.redact(&e.to_string()),
+                        orders = batch.len(),
+                        "could not re-read the orders; a poll will"
+                    );
+                    false
+                }
+            };
+            if !stored && let Some(repoll) = &self.repoll {
+                repoll();
             }
             vec![(); asked]
         };
         self.refreshes.join(external_id, refresh).await;
     }
 
-    async fn store_orders(&self, orders: &[Order]) {
+    /// Stores orders read back; `false` when they could not be stored.
+    async fn store_orders(&self, orders: &[Order]) -> bool {
         if orders.is_empty() {
-            return;
+            return true;
         }
         let page = PageWrite {
             account_id: self.account_id,
@@ -844,8 +856,12 @@ impl OutboxWorker {
             checkpoint: None,
             lease: None,
         };
-        if let Err(e) = orders::write_page(&self.pool, page).await {
-            tracing::warn!(error = %e, "could not store the orders read back; the next poll will");
+        match orders::write_page(&self.pool, page).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store the orders read back; a poll will");
+                false
+            }
         }
     }
 }

@@ -193,6 +193,15 @@ pub async fn order_state_is_stale(
     .await
 }
 
+/// What one claim took, and the database's time it looked at.
+#[derive(Debug)]
+pub struct Claims {
+    pub transitions: Vec<Claimed>,
+    /// The claim's `now()`: whatever was due by then and is not among `transitions` waits for an
+    /// earlier transition of its order, or another worker holds it ([`next_due`] leaves it out).
+    pub as_of: DateTime<Utc>,
+}
+
 /// Claims up to `limit` due transitions of the account for `owner`, for `ttl`.
 ///
 /// Due: pending or unknown (read back) with `next_attempt_at` passed, or running with an expired lease.
@@ -204,14 +213,17 @@ pub async fn claim(
     owner: &str,
     ttl: Duration,
     limit: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> Result<Claims, sqlx::Error> {
     // PostgreSQL plans this statement anew for every claim: the plan for a known limit looks far cheaper
     // than the generic one (which assumes a tenth of the table), though both are the same index walks.
-    // That planning cost more than running the query, so the cached generic plan is asked for.
+    // That planning cost more than running the query, so the cached generic plan is asked for (the
+    // same statement reads the transaction's time, which the claim's `now()` is).
     let mut tx = pool.begin().await?;
-    sqlx::query("set local plan_cache_mode = force_generic_plan")
-        .execute(&mut *tx)
-        .await?;
+    let as_of: DateTime<Utc> = sqlx::query_scalar(
+        "select now() from set_config('plan_cache_mode', 'force_generic_plan', true)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     // The candidates are found with two index walks that stop at the limit (a queue of any length costs
     // the same); `due` locks them and checks each one's state again under its lock (a row another worker
     // changed since the statement's snapshot is re-read). Whether an earlier transition of the order is
@@ -258,7 +270,10 @@ pub async fn claim(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(claimed)
+    Ok(Claims {
+        transitions: claimed,
+        as_of,
+    })
 }
 
 /// Extends a claim's lease. Returns whether the claim is still ours (its fence is current).
@@ -459,38 +474,51 @@ pub async fn give_back(
     Ok(rows == 1)
 }
 
-/// Gives back the claims `owner` still holds (at shutdown). Their sends may be in flight, so they become
-/// `unknown` with an immediate read-back rather than `pending`.
-pub async fn release(db: impl PgExecutor<'_>, owner: &str) -> Result<u64, sqlx::Error> {
+/// Gives back the claims `owner` still holds on the account (at shutdown, once its worker is done with
+/// them: the workers of one process share their owner, and another account's may still be sending).
+/// Their sends may be in flight, so they become `unknown` with an immediate read-back rather than
+/// `pending`.
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    account_id: i64,
+    owner: &str,
+) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "update outbox
             set state = 'unknown', next_attempt_at = now(), lease_owner = null,
                 lease_expires_at = null, updated_at = now(),
                 last_error = 'released at shutdown while running; the order is read back before any resend'
-         where state = 'running' and lease_owner = $1",
+         where account_id = $1 and lease_owner = $2 and state = 'running'",
     )
+    .bind(account_id)
     .bind(owner)
     .execute(db)
     .await?
     .rows_affected())
 }
 
-/// When the account's next transition falls due, if any is scheduled: the earliest next attempt, or the
-/// earliest lease to expire. Each is the first entry of an index, whatever the length of the history.
+/// When the account's next transition falls due after `after` (the time of the last claim, whose
+/// [`Claims::as_of`] it is: what was due by then and not taken waits for an earlier transition of its
+/// order, which a claim after that one's outcome takes, or another worker holds it): the earliest next
+/// attempt, or the earliest lease to expire. Each is the first entry of an index from `after`, whatever
+/// the length of the history.
 pub async fn next_due(
     db: impl PgExecutor<'_>,
     account_id: i64,
+    after: Option<DateTime<Utc>>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar(
         "select least(
             (select next_attempt_at from outbox
-             where account_id = $1 and state in ('pending', 'unknown') and next_attempt_at is not null
+             where account_id = $1 and state in ('pending', 'unknown')
+               and next_attempt_at > coalesce($2, '-infinity')
              order by next_attempt_at limit 1),
             (select lease_expires_at from outbox
-             where account_id = $1 and lease_expires_at is not null
+             where account_id = $1 and lease_expires_at > coalesce($2, '-infinity')
              order by lease_expires_at limit 1))",
     )
     .bind(account_id)
+    .bind(after)
     .fetch_one(db)
     .await
 }
