@@ -5,6 +5,7 @@
 //! the store persists them. The raw payload always travels with the normalized fields so that nothing
 //! a marketplace sent is ever lost.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -223,6 +224,81 @@ pub struct Order {
     pub raw: RawPayload,
 }
 
+impl Order {
+    /// The order with every NUL character, which PostgreSQL stores nowhere (neither in `text` nor as
+    /// `\u0000` in `jsonb`), replaced by U+FFFD: in its texts, its lines' and packages', and all their
+    /// raw payloads. Nothing else changes.
+    pub fn without_nul(&self) -> Order {
+        let mut order = self.clone();
+        replace_nul(&mut order.external_id);
+        replace_nul_in(&mut order.order_number);
+        order.status.replace_nul();
+        if let Some(currency) = &mut order.currency {
+            replace_nul(&mut currency.raw);
+        }
+        for text in [
+            &mut order.customer_name,
+            &mut order.customer_email,
+            &mut order.shipping_city,
+        ] {
+            replace_nul_in(text);
+        }
+        order.raw.replace_nul();
+        for line in &mut order.lines {
+            replace_nul(&mut line.external_id);
+            for text in [
+                &mut line.package_external_id,
+                &mut line.sku,
+                &mut line.product_name,
+            ] {
+                replace_nul_in(text);
+            }
+            if let Some(currency) = &mut line.currency {
+                replace_nul(&mut currency.raw);
+            }
+            line.status.replace_nul();
+            line.raw.replace_nul();
+        }
+        for package in &mut order.packages {
+            replace_nul(&mut package.external_id);
+            package.status.replace_nul();
+            replace_nul_in(&mut package.carrier);
+            replace_nul_in(&mut package.tracking_number);
+            package.raw.replace_nul();
+        }
+        order
+    }
+}
+
+impl RawStatus {
+    fn replace_nul(&mut self) {
+        replace_nul_in(&mut self.code);
+        replace_nul_in(&mut self.text);
+    }
+}
+
+/// `text` as PostgreSQL can store it: its `text` type holds no NUL character, which U+FFFD replaces
+/// (what a marketplace sends, and its messages recorded as they came, may carry one).
+pub fn storable_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+fn replace_nul(text: &mut String) {
+    if let Cow::Owned(storable) = storable_text(text) {
+        *text = storable;
+    }
+}
+
+fn replace_nul_in(text: &mut Option<String>) {
+    if let Some(text) = text {
+        replace_nul(text);
+    }
+}
+
 /// One line (item) of an order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderLine {
@@ -271,6 +347,36 @@ impl RawPayload {
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
     }
+
+    /// Replaces each `\u0000` escape of its strings (a NUL character) by `\ufffd`.
+    fn replace_nul(&mut self) {
+        const NUL: &str = "\\u0000";
+        let json = self.json();
+        if !json.contains(NUL) {
+            return;
+        }
+        let mut replaced = String::with_capacity(json.len());
+        let mut rest = json;
+        while let Some(at) = rest.find('\\') {
+            let (before, escape) = rest.split_at(at);
+            replaced.push_str(before);
+            // An escape is a backslash and one character (`\\u0000`'s second backslash is one).
+            let length = if escape.starts_with(NUL) {
+                replaced.push_str("\\ufffd");
+                NUL.len()
+            } else {
+                let length = escape[1..].chars().next().map_or(1, |c| 1 + c.len_utf8());
+                replaced.push_str(&escape[..length]);
+                length
+            };
+            rest = &escape[length..];
+        }
+        replaced.push_str(rest);
+        // Replacing one escape by another keeps the text JSON.
+        if let Ok(raw) = serde_json::value::RawValue::from_string(replaced) {
+            self.0 = raw;
+        }
+    }
 }
 
 impl From<serde_json::Value> for RawPayload {
@@ -310,6 +416,50 @@ impl fmt::Display for RawPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_for_postgresql_and_nothing_else() {
+        let raw = |json: serde_json::Value| RawPayload::from(json);
+        let order = Order {
+            external_id: "A\0".into(),
+            order_number: None,
+            state: OrderState::Approved,
+            status: RawStatus {
+                code: None,
+                text: Some("ok\0".into()),
+            },
+            total_amount: None,
+            shipping_amount: None,
+            currency: None,
+            customer_name: Some("Ali".into()),
+            customer_email: None,
+            shipping_city: None,
+            placed_at: None,
+            source_updated_at: None,
+            lines: Vec::new(),
+            packages: vec![Package {
+                external_id: "P".into(),
+                state: OrderState::Approved,
+                status: RawStatus::default(),
+                carrier: Some("\0".into()),
+                tracking_number: None,
+                total_amount: None,
+                raw: raw(serde_json::json!({"c": "x\u{0}"})),
+            }],
+            raw: raw(serde_json::json!({"a": "x\u{0}y\u{0}", "b": "\\u0000", "c": "é\\"})),
+        };
+        let stored = order.without_nul();
+        assert_eq!(stored.external_id, "A\u{fffd}");
+        assert_eq!(stored.status.text.as_deref(), Some("ok\u{fffd}"));
+        assert_eq!(stored.customer_name, order.customer_name);
+        assert_eq!(stored.packages[0].carrier.as_deref(), Some("\u{fffd}"));
+        assert_eq!(stored.packages[0].raw.json(), r#"{"c":"x\ufffd"}"#);
+        assert_eq!(
+            stored.raw.json(),
+            r#"{"a":"x\ufffdy\ufffd","b":"\\u0000","c":"é\\"}"#
+        );
+        assert_eq!(storable_text("no nul"), Cow::Borrowed("no nul"));
+    }
 
     #[test]
     fn marketplace_names_round_trip() {

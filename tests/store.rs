@@ -219,9 +219,21 @@ async fn the_cursor_never_moves_back() {
 #[tokio::test]
 async fn a_failure_in_the_middle_of_a_page_leaves_nothing_behind() {
     let (db, account) = setup().await;
+    // The line insert fails after the orders were upserted.
+    sqlx::raw_sql(
+        "create function refuse_broken_line() returns trigger language plpgsql as
+            $$ begin
+                 if new.sku = 'broken' then raise exception 'a broken line'; end if;
+                 return new;
+               end $$;
+         create trigger refuse_broken_line before insert on order_lines
+            for each row execute function refuse_broken_line();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let mut bad = order("3", OrderState::Approved, "200");
-    // PostgreSQL text cannot hold NUL: the line insert fails after the orders were upserted.
-    bad.lines[0].sku = Some("broken\0sku".into());
+    bad.lines[0].sku = Some("broken".into());
     let orders = [order("1", OrderState::Approved, "200"), bad];
     let checkpoint = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
     let result = write_page(
@@ -229,7 +241,7 @@ async fn a_failure_in_the_middle_of_a_page_leaves_nothing_behind() {
         page(account, &orders, Some(("orders", checkpoint))),
     )
     .await;
-    assert!(result.is_err());
+    assert!(result.is_err(), "{result:?}");
     let stored: i64 = sqlx::query_scalar("select count(*) from orders")
         .fetch_one(&db.pool)
         .await
@@ -474,4 +486,62 @@ async fn pages_written_together_keep_the_last_version_and_the_first_window() {
         cursors::get(&db.pool, account, "orders").await.unwrap(),
         Some(at(4))
     );
+}
+
+/// PostgreSQL stores no NUL character, neither in `text` nor as `\u0000` in `jsonb`: an order carrying
+/// one is stored with U+FFFD in its place (its page used to fail, and every later run with it, so the
+/// account's later orders were never stored) and stays unchanged when it comes again; a text that only
+/// looks like the escape is kept as sent. A payload error whose body holds one is recorded too.
+#[tokio::test]
+async fn orders_and_payload_errors_holding_nul_characters_are_stored() {
+    let (db, account) = setup().await;
+    let mut sent = order("1\0", OrderState::Approved, "2\u{0}00");
+    sent.customer_name = Some("Ali\0Veli".into());
+    sent.lines[0].product_name = Some("Çay\0".into());
+    sent.raw = serde_json::json!({"id": "1", "note": "a\u{0}b", "looks_like": "\\u0000"}).into();
+    let orders = [sent];
+    let counts = write_page(&db.pool, page(account, &orders, None))
+        .await
+        .unwrap();
+    assert_eq!(counts.inserted, 1);
+    let stored: (String, String, String, String, String, String) = sqlx::query_as(
+        "select o.external_id, o.customer_name, o.status_code, o.raw->>'note',
+                o.raw->>'looks_like', l.product_name
+         from orders o join order_lines l on l.order_id = o.id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "1\u{fffd}".to_owned(),
+            "Ali\u{fffd}Veli".to_owned(),
+            "2\u{fffd}00".to_owned(),
+            "a\u{fffd}b".to_owned(),
+            "\\u0000".to_owned(),
+            "Çay\u{fffd}".to_owned(),
+        )
+    );
+    let again = write_page(&db.pool, page(account, &orders, None))
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, 1));
+
+    store::runs::record_payload_error(
+        &db.pool,
+        account,
+        "orders",
+        None,
+        "GET orders",
+        "malformed\0",
+        "{\"id\": \0}",
+    )
+    .await
+    .unwrap();
+    let body: String = sqlx::query_scalar("select raw_body from payload_errors")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(body, "{\"id\": \u{fffd}}");
 }

@@ -75,8 +75,9 @@ pub struct PageOrders<'a> {
     pub window_from: Option<DateTime<Utc>>,
 }
 
-/// The content hash of an order: SHA-256 over its normalized form and raw payload.
-pub fn content_hash(order: &Order) -> Vec<u8> {
+/// The content hash of an order: SHA-256 over its normalized form and raw payload; and whether it may
+/// hold a NUL character (its JSON form holds the `\u0000` escape), which PostgreSQL stores nowhere.
+fn content_hash(order: &Order) -> (Vec<u8>, bool) {
     // serde_json maps are sorted, so equal content always serializes to equal bytes. The raw payload
     // is most of them (with the lines' and packages' parts of it): room for it twice over saves
     // growing the buffer step by step.
@@ -84,7 +85,8 @@ pub fn content_hash(order: &Order) -> Vec<u8> {
     if serde_json::to_writer(&mut bytes, order).is_err() {
         bytes.clear();
     }
-    Sha256::digest(&bytes).to_vec()
+    let nul = std::str::from_utf8(&bytes).is_ok_and(|json| json.contains("\\u0000"));
+    (Sha256::digest(&bytes).to_vec(), nul)
 }
 
 struct Existing {
@@ -116,7 +118,7 @@ pub async fn write_page(pool: &PgPool, page: PageWrite<'_>) -> Result<PageCounts
 /// that returned it.
 struct Row<'a> {
     order: &'a Order,
-    hash: Vec<u8>,
+    hash: &'a [u8],
     window_from: Option<DateTime<Utc>>,
 }
 
@@ -170,21 +172,37 @@ impl PreparedWrite {
     /// Writes the orders of more pages in the transaction, after those written before: an order
     /// written before is written again as these pages have it, with its history.
     pub async fn add(&mut self, pages: &[PageOrders<'_>]) -> Result<(), StoreError> {
+        // Each order with its content hash, as the marketplace sent it (so an order that does not
+        // change stays unchanged), and the order as it is written: with U+FFFD in place of any NUL
+        // character, which PostgreSQL stores nowhere, the only change made to what was sent.
+        let sent: Vec<(&Order, Option<DateTime<Utc>>)> = pages
+            .iter()
+            .flat_map(|page| page.orders.iter().map(|order| (order, page.window_from)))
+            .collect();
+        let hashed: Vec<(Vec<u8>, Option<Order>)> = sent
+            .iter()
+            .map(|(order, _)| {
+                let (hash, nul) = content_hash(order);
+                (hash, nul.then(|| order.without_nul()))
+            })
+            .collect();
         // The last occurrence of an order wins; the earliest window that returned it is kept, as the
         // writes of those pages one by one would keep it (`least` in the upsert).
-        let seen: usize = pages.iter().map(|page| page.orders.len()).sum();
-        let mut by_id: HashMap<&str, (&Order, Option<DateTime<Utc>>)> =
-            HashMap::with_capacity(seen);
-        for page in pages {
-            for order in page.orders {
-                by_id
-                    .entry(order.external_id.as_str())
-                    .and_modify(|(last, window_from)| {
-                        *last = order;
-                        *window_from = earliest(*window_from, page.window_from);
-                    })
-                    .or_insert((order, page.window_from));
-            }
+        let seen = sent.len();
+        let mut by_id: HashMap<&str, Row<'_>> = HashMap::with_capacity(seen);
+        for ((order, window_from), (hash, stored)) in sent.iter().zip(&hashed) {
+            let order = stored.as_ref().unwrap_or(order);
+            by_id
+                .entry(order.external_id.as_str())
+                .and_modify(|last| {
+                    (last.order, last.hash) = (order, hash);
+                    last.window_from = earliest(last.window_from, *window_from);
+                })
+                .or_insert(Row {
+                    order,
+                    hash,
+                    window_from: *window_from,
+                });
         }
         let ids: Vec<&str> = by_id.keys().copied().collect();
 
@@ -215,25 +233,21 @@ impl PreparedWrite {
             seen: seen as u32,
             ..PageCounts::default()
         };
+        let distinct = by_id.len();
         let mut to_write: Vec<Row<'_>> = Vec::new();
-        for (order, window_from) in by_id.values().copied() {
-            let hash = content_hash(order);
-            match existing.get(&order.external_id) {
-                Some(old) if old.content_hash == hash => {
+        for row in by_id.into_values() {
+            match existing.get(&row.order.external_id) {
+                Some(old) if old.content_hash == row.hash => {
                     counts.unchanged += 1;
                     continue;
                 }
                 Some(_) => counts.updated += 1,
                 None => counts.inserted += 1,
             }
-            to_write.push(Row {
-                order,
-                hash,
-                window_from,
-            });
+            to_write.push(row);
         }
         // Duplicates within the pages were seen but not written twice.
-        counts.unchanged += (seen - by_id.len()) as u32;
+        counts.unchanged += (seen - distinct) as u32;
 
         if !to_write.is_empty() {
             let order_ids = upsert_orders(&mut self.tx, self.account_id, &to_write).await?;
@@ -319,7 +333,7 @@ async fn upsert_orders(
         shipping_city.push(order.shipping_city.as_deref());
         placed_at.push(order.placed_at);
         source_updated_at.push(order.source_updated_at);
-        hash.push(h.as_slice());
+        hash.push(*h);
         raw.push(order.raw.json());
         window_from.push(*w);
     }

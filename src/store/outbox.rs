@@ -24,6 +24,8 @@ use serde::Serialize;
 use sqlx::postgres::types::PgInterval;
 use sqlx::{PgExecutor, PgPool};
 
+use crate::domain::storable_text;
+
 /// The states of a queued transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -365,7 +367,7 @@ pub async fn resolve(
     .bind(fence)
     .bind(state)
     .bind(delay.map(interval))
-    .bind(error)
+    .bind(error.map(storable_text))
     .execute(db)
     .await?
     .rows_affected();
@@ -426,7 +428,7 @@ pub async fn succeed_all(
     .bind(sent.iter().map(|s| s.fence).collect::<Vec<_>>())
     .bind(
         sent.iter()
-            .map(|s| s.request_summary.as_str())
+            .map(|s| storable_text(&s.request_summary))
             .collect::<Vec<_>>(),
     )
     .bind(
@@ -436,7 +438,7 @@ pub async fn succeed_all(
     )
     .bind(
         sent.iter()
-            .map(|s| s.response_excerpt.as_str())
+            .map(|s| storable_text(&s.response_excerpt))
             .collect::<Vec<_>>(),
     )
     .bind(sent.iter().map(|s| s.started_at).collect::<Vec<_>>())
@@ -558,10 +560,10 @@ pub async fn record_attempt(
     .bind(attempt.worker)
     .bind(attempt.action)
     .bind(attempt.outcome)
-    .bind(attempt.request_summary)
+    .bind(attempt.request_summary.map(storable_text))
     .bind(attempt.http_status.map(i32::from))
-    .bind(attempt.response_excerpt)
-    .bind(attempt.error)
+    .bind(attempt.response_excerpt.map(storable_text))
+    .bind(attempt.error.map(storable_text))
     .bind(attempt.started_at)
     .bind(duration_ms(attempt.duration))
     .execute(db)

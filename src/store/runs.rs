@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use crate::domain::storable_text;
+
 use super::orders::PageCounts;
 
 /// How a run ended.
@@ -85,7 +87,7 @@ pub async fn finish(
     .bind(totals.counts.updated as i32)
     .bind(totals.counts.unchanged as i32)
     .bind(outcome.as_str())
-    .bind(error)
+    .bind(error.map(storable_text))
     .execute(db)
     .await?;
     Ok(())
@@ -108,9 +110,9 @@ pub async fn record_payload_error(
     .bind(account_id)
     .bind(stream)
     .bind(run_id)
-    .bind(request)
-    .bind(error)
-    .bind(raw_body)
+    .bind(storable_text(request))
+    .bind(storable_text(error))
+    .bind(storable_text(raw_body))
     .execute(db)
     .await?;
     Ok(())
