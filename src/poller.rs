@@ -1397,6 +1397,16 @@ impl Fetches {
                 // A failure or an interruption: the writer stops there.
                 _ => None,
             };
+            // A page naming one of the lane's pages already read as its next would have them read
+            // for ever: it fails, and the writer stops there.
+            let next = match next {
+                Some(token) if lane.confirmed.contains(&Some(token.clone())) => {
+                    let looping = self.fetcher.looping(lane, key.token.as_deref(), &token);
+                    ready.insert(key, Err(looping));
+                    None
+                }
+                next => next,
+            };
             match next {
                 Some(next) if lane.speculated.first() == Some(&next) => {
                     lane.speculated.remove(0);
@@ -1469,6 +1479,27 @@ impl PageFetcher {
         match result {
             Ok(page) => Ok(Some(page)),
             Err(error) => Err(self.failed(error).await),
+        }
+    }
+
+    /// The run's error for a page of `lane` (its `token`) that names `next`, a page of the lane
+    /// already read, as its next.
+    fn looping(&self, lane: &Lane, token: Option<&str>, next: &str) -> PollError {
+        PollError::Marketplace {
+            account: self.account.clone(),
+            stream: self.stream.to_owned(),
+            source: MarketplaceError::Malformed {
+                what: format!(
+                    "the pages of {}–{}",
+                    lane.from.to_rfc3339(),
+                    lane.to.to_rfc3339()
+                ),
+                reason: format!(
+                    "page `{}` names page `{next}` (already read) as its next: its pages loop",
+                    token.unwrap_or("the first")
+                ),
+                raw_body: String::new(),
+            },
         }
     }
 

@@ -987,6 +987,7 @@ async fn an_order_in_two_ready_pages_keeps_each_state_in_its_history() {
 /// first is being written. Page `i` holds order `P<i>` with status 1, or, with `same_order`, order
 /// `P0` with status `i + 1`; and `more` orders `P<i>-<k>` after it (`later_more` on the pages after
 /// the first, when set). Each order's raw payload carries `padding` bytes besides its id and status.
+/// With `loops_back`, the last page names that page as its next instead of none.
 #[derive(Default)]
 struct NextLinks {
     asked_at: Mutex<BTreeMap<usize, DateTime<Utc>>>,
@@ -994,6 +995,7 @@ struct NextLinks {
     more: usize,
     later_more: Option<usize>,
     padding: usize,
+    loops_back: Option<usize>,
 }
 
 #[async_trait::async_trait]
@@ -1037,7 +1039,10 @@ impl Marketplace for NextLinks {
             .collect();
         Ok(Page {
             orders,
-            next: (index < 2).then(|| (index + 1).to_string()),
+            next: match index {
+                2 => self.loops_back.map(|page| page.to_string()),
+                _ => Some((index + 1).to_string()),
+            },
             requests: 1,
             more: None,
         })
@@ -1242,6 +1247,37 @@ async fn stored_orders(db: &common::TestDb) -> i64 {
         .fetch_one(&db.pool)
         .await
         .unwrap()
+}
+
+/// A page naming as its next a page of its window already read (itself, or one before it) fails the run
+/// with the reason, and the window's checkpoint is not written: following it would read the same pages
+/// for ever (the run spun in place, or read them again and again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_naming_a_page_already_read_as_its_next_fails_the_run() {
+    for back_to in [2, 1] {
+        let marketplace = Arc::new(NextLinks {
+            loops_back: Some(back_to),
+            ..NextLinks::default()
+        });
+        let (db, reports) = next_links_run(&[], marketplace, None).await;
+        let StreamOutcome::Failed(failure) = &reports[0].outcome else {
+            panic!("page 2 naming page {back_to}: {:?}", reports[0].outcome);
+        };
+        assert!(
+            failure
+                .to_string()
+                .contains("names page `1` (already read) as its next")
+                || failure
+                    .to_string()
+                    .contains("names page `2` (already read) as its next"),
+            "{failure}"
+        );
+        let cursors: i64 = sqlx::query_scalar("select count(*) from sync_cursors")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(cursors, 0, "page 2 naming page {back_to}");
+    }
 }
 
 /// A page that arrives while the page before it is being written has its next page asked for at
