@@ -3,10 +3,15 @@
 //!
 //! Contract: [`HttpClient::send`] returns the body of a 2xx response, or a [`MarketplaceError`] that
 //! says whether the failure is transient (connect, timeout, 5xx, 429 — with `Retry-After` when the API
-//! sent one), permanent (any other 4xx) or needs an operator (401/403). Every text it puts into an
-//! error has the account's secrets replaced by `***`, and URLs in errors carry no query string values
-//! that are secrets. Request bodies are never copied into errors or logs: some APIs (C2C) carry
+//! sent one), permanent (any other 4xx, and any 3xx) or needs an operator (401/403). Every text it puts
+//! into an error has the account's secrets replaced by `***`, and URLs in errors carry no query string
+//! values that are secrets. Request bodies are never copied into errors or logs: some APIs (C2C) carry
 //! credentials in them. Retrying is the caller's decision; this module only classifies.
+//!
+//! Redirects are never followed. None of the marketplace APIs documents one, and every credential
+//! would go along to wherever it points: reqwest strips only `Authorization` and cookies on a hop to
+//! another host, so an i1 token in a custom header, a C2C body holding `ApiKey`/`ApiPassword` (re-sent
+//! on 307/308) and allesgo's `access_token` in the query string would all leave with the request.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
@@ -118,6 +123,7 @@ impl HttpClient {
                 .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
                 .pool_idle_timeout(Duration::from_secs(90))
                 .gzip(true)
+                .redirect(reqwest::redirect::Policy::none())
         };
         Ok(HttpClient {
             inner: builder().timeout(settings.timeout).build()?,
@@ -228,7 +234,43 @@ impl HttpClient {
             self.record(None, started);
             self.transport_error(what, e)
         })?;
+        if response.status().is_redirection() {
+            self.record(Some(response.status().as_u16()), started);
+            return Err(self.redirected(what, &response));
+        }
         Ok((response, started))
+    }
+
+    /// The error of a redirect, which is not followed (see the module's header). It is permanent: the
+    /// same request would be redirected again, and only an operator can tell whether the account's
+    /// `base_url` should change. The body is not read (it often repeats the `Location`), and the
+    /// `Location` is kept without its query string, fragment or user info, redacted: any of them may
+    /// carry a credential.
+    fn redirected(&self, what: &str, response: &reqwest::Response) -> MarketplaceError {
+        let target = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|location| location.to_str().ok())
+            .and_then(|location| response.url().join(location).ok())
+            .map(|url| {
+                let withheld = if url.query().is_some() {
+                    " (query withheld)"
+                } else {
+                    ""
+                };
+                let shown = format!("{}{}", url.origin().ascii_serialization(), url.path());
+                format!("to {}{withheld}", self.redactor.redact(&shown))
+            })
+            .unwrap_or_else(|| "without a usable Location".to_owned());
+        MarketplaceError::Rejected {
+            what: what.to_owned(),
+            status: Some(response.status().as_u16()),
+            message: format!(
+                "the API redirects {target}; redirects are not followed (no marketplace API \
+                 documents them, and following one could send the account's credentials \
+                 elsewhere): check the account's base_url"
+            ),
+        }
     }
 
     /// Reads a whole body and records the request.
@@ -446,6 +488,111 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
         h.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    const TOKEN: &str = "tok-9f8e7d6c5b4a";
+
+    /// Serves `app` on a free local port.
+    async fn serve(app: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn redirects_are_refused_and_take_no_credential_elsewhere() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        // Where the redirects point: it must receive nothing.
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
+        let elsewhere = serve(axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "taken" }
+        }))
+        .await;
+        // The API answers with the status its path names, pointing to the other server with a
+        // Location that keeps the token the client knows and a signature it does not; its body
+        // repeats the Location, as servers' redirect pages do.
+        let location =
+            format!("http://{elsewhere}/v1.0/order/store/7?access_token={TOKEN}&sig=unknown-sig");
+        let api = serve(axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let status = uri.path().trim_start_matches('/').parse::<u16>().unwrap();
+            let page = format!("<a href=\"{location}\">moved</a>");
+            let head = [(axum::http::header::LOCATION, location.clone())];
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    head,
+                    page,
+                )
+            }
+        }))
+        .await;
+        let settings = HttpSettings {
+            timeout: Duration::from_secs(5),
+            requests_per_second: NonZeroU32::new(100).unwrap(),
+        };
+        let http = HttpClient::new(&settings, vec![TOKEN.to_owned()]).unwrap();
+        let none = |_: &[u8]| None;
+
+        // A token in the query (allesgo), in a custom header (i1), in a JSON body (C2C, re-posted on
+        // 307/308), and a body read as it arrives.
+        let get = http
+            .request(
+                reqwest::Method::GET,
+                &format!("http://{api}/302?access_token={TOKEN}"),
+            )
+            .header("X-Api-Token", TOKEN);
+        let post_307 = http
+            .request(reqwest::Method::POST, &format!("http://{api}/307"))
+            .json(&serde_json::json!({"ApiKey": TOKEN, "ApiPassword": TOKEN}));
+        let post_308 = http
+            .request(reqwest::Method::POST, &format!("http://{api}/308"))
+            .json(&serde_json::json!({"ApiKey": TOKEN, "ApiPassword": TOKEN}));
+        let errors = [
+            (302, http.send("GET orders", get, none).await.unwrap_err()),
+            (
+                307,
+                http.send("POST GetAll", post_307, none).await.unwrap_err(),
+            ),
+            (
+                308,
+                http.send("POST GetAll", post_308, none).await.unwrap_err(),
+            ),
+            (
+                301,
+                http.send_streaming(
+                    "GET orders",
+                    http.request(reqwest::Method::GET, &format!("http://{api}/301")),
+                    none,
+                )
+                .await
+                .unwrap_err(),
+            ),
+        ];
+
+        assert_eq!(received.load(Ordering::SeqCst), 0);
+        for (status, error) in errors {
+            assert!(
+                matches!(error, MarketplaceError::Rejected { status: Some(s), .. } if s == status),
+                "{error:?}"
+            );
+            assert_eq!(error.disposition(), crate::marketplace::Disposition::Fail);
+            let text = format!("{error} {error:?}");
+            assert!(
+                text.contains(&format!("HTTP {status}"))
+                    && text.contains("redirects are not followed")
+                    && text.contains(&format!(
+                        "to http://{elsewhere}/v1.0/order/store/7 (query withheld)"
+                    )),
+                "{text}"
+            );
+            for secret in [TOKEN, "unknown-sig", "access_token"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -44,8 +44,8 @@ mod payload;
 ///   is committed, so a cursor promises: "every change before this instant is in the database".
 /// * Errors say what to do next ([`MarketplaceError::disposition`]): transient ones (connect, timeout,
 ///   5xx, 429) are retried by the caller with backoff, honouring `retry_after`; permanent ones (other
-///   4xx, an error reported inside a 200 body) and malformed payloads fail the run with the cursor
-///   unmoved; unauthorized needs an operator. Adapters never retry and never panic on input.
+///   4xx, a redirect, an error reported inside a 200 body) and malformed payloads fail the run with the
+///   cursor unmoved; unauthorized needs an operator. Adapters never retry and never panic on input.
 /// * Adapters never put a secret into an error, a log line or an order's raw payload.
 /// * **Transitions** (the outbox): [`Marketplace::validate_transition`] decides, without any I/O, whether
 ///   a transition may be queued — the kind exists for this marketplace, its arguments are present and
