@@ -3,10 +3,11 @@
 //!
 //! Contract: [`HttpClient::send`] returns the body of a 2xx response, or a [`MarketplaceError`] that
 //! says whether the failure is transient (connect, timeout, 5xx, 429 — with `Retry-After` when the API
-//! sent one), permanent (any other 4xx, and any 3xx) or needs an operator (401/403). Every text it puts
-//! into an error has the account's secrets replaced by `***`, and URLs in errors carry no query string
-//! values that are secrets. Request bodies are never copied into errors or logs: some APIs (C2C) carry
-//! credentials in them. Retrying is the caller's decision; this module only classifies.
+//! sent one, at most [`MAX_RETRY_AFTER`]), permanent (any other 4xx, and any 3xx) or needs an operator
+//! (401/403). Every text it puts into an error has the account's secrets replaced by `***`, and URLs in
+//! errors carry no query string values that are secrets. Request bodies are never copied into errors
+//! or logs: some APIs (C2C) carry credentials in them. Retrying is the caller's decision; this module
+//! only classifies.
 //!
 //! Redirects are never followed. None of the marketplace APIs documents one, and every credential
 //! would go along to wherever it points: reqwest strips only `Authorization` and cookies on a hop to
@@ -33,6 +34,17 @@ const MIN_SECRET_LEN: usize = 4;
 
 /// How long an excerpt of a response body kept in an error may be.
 const EXCERPT_CHARS: usize = 500;
+
+/// The longest `Retry-After` honoured: a longer one, or an HTTP date further away, counts as this.
+///
+/// Rate limits and maintenance answers ask for seconds to minutes; a longer wait more likely comes from
+/// a misconfigured or hostile server, and honouring it would keep the account's poll run asleep (no
+/// other run of the account starts meanwhile) and push its queued transitions back as far as it says.
+/// Fifteen minutes is within the outbox's default `max_backoff` (30 minutes), so `Retry-After` never
+/// makes a transition wait longer than the backoff itself may. When the API does need longer, asking
+/// again costs one request, answered with a fresh `Retry-After`. The bound also keeps every delay
+/// computed from the header far from overflowing a timestamp or an interval downstream.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Settings of one account's client.
 #[derive(Debug, Clone)]
@@ -369,17 +381,21 @@ impl std::fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// The `Retry-After` header as a duration (delta-seconds or an HTTP date).
+/// The `Retry-After` header as a duration (delta-seconds or an HTTP date), at most
+/// [`MAX_RETRY_AFTER`]; `None` when there is none or it is neither form.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
+    let after = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is still a number of seconds: the longest wait there is.
+        value
+            .parse::<u64>()
+            .map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
         when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(after.min(MAX_RETRY_AFTER))
 }
 
 /// The first characters of a text, for error messages.
@@ -481,13 +497,53 @@ mod tests {
         );
     }
 
+    /// What [`retry_after`] makes of this header value.
+    fn retry_after_of(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, value.parse().unwrap());
+        retry_after(&headers)
+    }
+
     #[test]
     fn retry_after_reads_seconds() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after_of("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_of(" 0 "), Some(Duration::ZERO));
+        assert_eq!(retry_after_of("600"), Some(Duration::from_secs(600)));
+        assert_eq!(retry_after_of("900"), Some(MAX_RETRY_AFTER));
+        // Delay-seconds are digits only (RFC 9110 §10.2.3).
+        for malformed in ["soon", "", "-5", "1.5", "+7", "7 s"] {
+            assert_eq!(retry_after_of(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn retry_after_reads_http_dates() {
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(60);
+        let after = retry_after_of(&httpdate::fmt_http_date(in_a_minute)).unwrap();
+        // The date has whole seconds, and time passes between writing and reading it.
+        assert!(
+            after > Duration::from_secs(55) && after <= Duration::from_secs(60),
+            "{after:?}"
+        );
+        assert_eq!(
+            retry_after_of("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        for huge in [
+            "901",
+            "31536000",
+            "9300000000000",
+            "18446744073709551615",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(retry_after_of(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
     }
 
     const TOKEN: &str = "tok-9f8e7d6c5b4a";

@@ -90,7 +90,8 @@ pub struct OutboxConfig {
     /// How often each account's worker looks for due work when no notification arrives.
     pub poll_interval: Duration,
     /// The first retry delay after a transient failure; later ones double, with jitter, up to
-    /// `max_backoff`, and are never shorter than the API's `Retry-After`.
+    /// `max_backoff`, and are never shorter than the API's `Retry-After` (itself at most
+    /// [`MAX_RETRY_AFTER`](crate::http::MAX_RETRY_AFTER)).
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     /// The attempts of a transition queued by `ordersync outbox add` without `--max-attempts`. (SQL
