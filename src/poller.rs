@@ -1447,6 +1447,18 @@ struct PageFetcher {
     shutdown: CancellationToken,
 }
 
+/// The wait before the next try of a page: the backoff's delay (`None` once its retries are spent),
+/// at least the API's `Retry-After`. A `Retry-After` never adds a try: a page the API answers with one
+/// every time would otherwise hold the run, and with it the account's polling, for ever.
+fn retry_delay(error: &MarketplaceError, backoff: Option<Duration>) -> Option<Duration> {
+    match error.disposition() {
+        Disposition::Retry {
+            retry_after: Some(after),
+        } => backoff.map(|delay| delay.max(after)),
+        _ => backoff,
+    }
+}
+
 impl PageFetcher {
     /// Fetches a page, retrying transient failures. `Ok(None)` when shutdown interrupted it. A malformed
     /// answer is recorded with its raw body before the error is returned.
@@ -1462,12 +1474,7 @@ impl PageFetcher {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &MarketplaceError| matches!(e.disposition(), Disposition::Retry { .. }))
-            .adjust(|e: &MarketplaceError, delay| match e.disposition() {
-                Disposition::Retry {
-                    retry_after: Some(after),
-                } => Some(delay.map_or(after, |d| d.max(after))),
-                _ => delay,
-            })
+            .adjust(retry_delay)
             .notify(|e: &MarketplaceError, delay| {
                 metrics::poll_retry(&self.account, self.kind, stream);
                 tracing::warn!(stream, error = %e, retry_in_ms = delay.as_millis() as u64, "transient failure; retrying");
@@ -1776,4 +1783,70 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate_limited(retry_after: Option<Duration>) -> MarketplaceError {
+        MarketplaceError::Transient {
+            what: "GET orders".into(),
+            detail: "HTTP 429: slow down".into(),
+            retry_after,
+            ambiguous: false,
+        }
+    }
+
+    #[test]
+    fn retry_after_lengthens_a_backoff_delay_but_adds_no_try() {
+        let after = Some(Duration::from_secs(5));
+        let one = Some(Duration::from_secs(1));
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(retry_delay(&rate_limited(after), one), after);
+        assert_eq!(retry_delay(&rate_limited(after), ten), ten);
+        assert_eq!(retry_delay(&rate_limited(None), one), one);
+        assert_eq!(retry_delay(&rate_limited(after), None), None);
+    }
+
+    #[tokio::test]
+    async fn a_page_always_answered_with_retry_after_is_given_up() {
+        // The API asks for a minute every time; were it retried without end, the fetch would stop at
+        // the 100th try, succeeding.
+        let tries = AtomicUsize::new(0);
+        let fetch = || async {
+            if tries.fetch_add(1, Ordering::SeqCst) == 99 {
+                return Ok(());
+            }
+            Err(rate_limited(Some(Duration::from_secs(60))))
+        };
+        // The waits are recorded, not slept.
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sleeper = {
+            let waits = waits.clone();
+            move |wait: Duration| {
+                waits.lock().unwrap().push(wait);
+                std::future::ready(())
+            }
+        };
+        let settings = PollSettings::default();
+        let outcome = fetch
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(settings.min_backoff)
+                    .with_max_delay(settings.max_backoff)
+                    .with_max_times(settings.max_retries),
+            )
+            .sleep(sleeper)
+            .adjust(retry_delay)
+            .await;
+        assert!(outcome.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), settings.max_retries + 1);
+        let waits = waits.lock().unwrap();
+        assert_eq!(waits.len(), settings.max_retries);
+        assert!(
+            waits.iter().all(|&wait| wait >= Duration::from_secs(60)),
+            "{waits:?}"
+        );
+    }
 }
