@@ -375,6 +375,61 @@ fn garbage_and_truncated_bodies_are_malformed() {
     }
 }
 
+/// `depth` nested `<a>` (about 7 bytes a level).
+fn nested(depth: usize) -> String {
+    format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+}
+
+#[test]
+fn deeply_nested_bodies_are_malformed_not_a_stack_overflow() {
+    let too_deep = format!("elements nested more than {} levels deep", xml::MAX_DEPTH);
+    // 60,000 is within quick-xml's own limit (65,535 levels): without a limit of our own, that tree
+    // would be built whole and overflow the stack when dropped.
+    for depth in [60_000, 100_000] {
+        let bare = nested(depth);
+        let in_a_fault = format!(
+            r#"<S:Envelope xmlns:S="{}"><S:Body><S:Fault><faultstring>x</faultstring><detail>{bare}</detail></S:Fault></S:Body></S:Envelope>"#,
+            wire::SOAP_ENV
+        );
+        for body in [&bare, &in_a_fault] {
+            assert_eq!(
+                parse_response(body.as_bytes()),
+                Err(ResponseError::Malformed(too_deep.clone()))
+            );
+            assert_eq!(wire::fault_in(body.as_bytes()), None);
+        }
+    }
+}
+
+/// A bare response holding one sale whose `<n>` elements nest down to level `depth`, each level
+/// holding two `<n>` (an array in JSON) and the deepest an attribute: the sale's JSON as deep as
+/// that depth allows.
+fn sale_nested_to(depth: usize) -> String {
+    // The response, `return`, `sales` and `sale` are levels 1 to 4.
+    let chain = depth - 5;
+    format!(
+        r#"<getSalesByDateRangeResponse><return><ackCode>success</ackCode><sales><sale><saleCode>SC1</saleCode><amount>1</amount>{}<n k="v"/><n/>{}</sale></sales></return></getSalesByDateRangeResponse>"#,
+        "<n>".repeat(chain),
+        "</n><n/>".repeat(chain)
+    )
+}
+
+#[test]
+fn a_sale_nested_to_the_limit_parses_and_its_raw_payload_reads_back() {
+    let orders = orders(&sale_nested_to(xml::MAX_DEPTH));
+    // What reading the payload back from the store does: serde_json with its default recursion limit.
+    let raw: serde_json::Value = serde_json::from_str(orders[0].raw.json()).unwrap();
+    let mut deepest = &raw;
+    for _ in 0..xml::MAX_DEPTH - 4 {
+        deepest = &deepest["n"][0];
+    }
+    assert_eq!(deepest, &json!({"@k": "v"}));
+    assert!(matches!(
+        parse_response(sale_nested_to(xml::MAX_DEPTH + 1).as_bytes()),
+        Err(ResponseError::Malformed(_))
+    ));
+}
+
 #[test]
 fn bad_sale_fields_are_reasons_not_panics() {
     let with = |key: &str, value: serde_json::Value| {
@@ -439,17 +494,44 @@ fn account(base_url: &str) -> AccountConfig {
     }
 }
 
-#[tokio::test]
-async fn exchanges_with_a_stand_in_service() {
-    let exchange = Arc::new(Mutex::new(Exchange::default()));
+/// Starts the stand-in service; the endpoint to give an account.
+async fn serve(exchange: Arc<Mutex<Exchange>>) -> String {
     let path = "/gittigidiyor/listingapi/ws/IndividualSaleService";
     let app = axum::Router::new()
         .route(path, post(stand_in))
-        .with_state(exchange.clone());
+        .with_state(exchange);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}{path}")
+}
 
+fn adapter(endpoint: &str) -> Gittigidiyor {
+    let account = account(endpoint);
+    let http = HttpClient::new(
+        &account.http_settings(),
+        account.credentials.secret_values(),
+    )
+    .unwrap();
+    Gittigidiyor::new(&account, http, &HashMap::new())
+}
+
+/// The first page of one day's window.
+fn window_request() -> PageRequest {
+    PageRequest {
+        from: utc(2024, 5, 1, 7, 0, 0),
+        to: utc(2024, 5, 2, 7, 0, 0),
+        page: None,
+        page_size: 100,
+        order_ids: vec![],
+        changed_since: None,
+    }
+}
+
+#[tokio::test]
+async fn exchanges_with_a_stand_in_service() {
+    let exchange = Arc::new(Mutex::new(Exchange::default()));
+    let endpoint = serve(exchange.clone()).await;
     {
         let mut ex = exchange.lock().unwrap();
         let xml = "text/xml;charset=utf-8";
@@ -473,22 +555,9 @@ async fn exchanges_with_a_stand_in_service() {
         ));
     }
 
-    let account = account(&format!("http://{addr}{path}"));
-    let http = HttpClient::new(
-        &account.http_settings(),
-        account.credentials.secret_values(),
-    )
-    .unwrap();
-    let gg = Gittigidiyor::new(&account, http, &HashMap::new());
+    let gg = adapter(&endpoint);
     assert_eq!(gg.streams()[0].name, "sales");
-    let mut request = PageRequest {
-        from: utc(2024, 5, 1, 7, 0, 0),
-        to: utc(2024, 5, 2, 7, 0, 0),
-        page: None,
-        page_size: 100,
-        order_ids: vec![],
-        changed_since: None,
-    };
+    let mut request = window_request();
 
     let first = gg.fetch_page("sales", &request).await.unwrap();
     assert_eq!(
@@ -583,6 +652,42 @@ async fn exchanges_with_a_stand_in_service() {
         times.push(time_ms);
     }
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
+}
+
+#[tokio::test]
+async fn a_deeply_nested_answer_fails_the_page_cleanly() {
+    // About 420 kB; quick-xml alone would build all of it (its own limit is 65,535 levels).
+    let body = nested(60_000);
+    let exchange = Arc::new(Mutex::new(Exchange::default()));
+    {
+        let mut ex = exchange.lock().unwrap();
+        ex.responses
+            .push_back((StatusCode::OK, "text/xml", body.clone()));
+        ex.responses
+            .push_back((StatusCode::INTERNAL_SERVER_ERROR, "text/xml", body.clone()));
+    }
+    let gg = adapter(&serve(exchange).await);
+    let request = window_request();
+
+    let error = gg.fetch_page("sales", &request).await.unwrap_err();
+    let MarketplaceError::Malformed {
+        reason, raw_body, ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        reason,
+        &format!("elements nested more than {} levels deep", xml::MAX_DEPTH)
+    );
+    assert_eq!(raw_body, &body);
+
+    // A 500 whose body is no readable Fault stays a transient failure with an excerpt of the body.
+    let error = gg.fetch_page("sales", &request).await.unwrap_err();
+    assert!(
+        matches!(&error, MarketplaceError::Transient { detail, .. } if detail.starts_with("HTTP 500: <a><a>")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -6,12 +6,23 @@
 //! whose keys are the local names of its children (a name repeated becomes an array in document order),
 //! `"@name"` for each attribute (namespace declarations are not data and are left out) and `"$text"` for
 //! text that is not only the whitespace between child elements. Numbers stay strings: XML has no types.
+//!
+//! The tree is dropped, compared and converted recursively, so a document nested deeper than
+//! [`MAX_DEPTH`] is refused while it is read, before any element that deep exists: a body of tens of
+//! thousands of nested `<a>` (quick-xml alone reads up to 65,535 levels) would otherwise overflow the
+//! stack and abort the daemon.
 
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::{NsReader, XmlVersion};
 use serde_json::{Map, Value};
+
+/// How deeply elements may nest, the root being level 1. Real responses nest about ten levels (a
+/// `<sale>` is at level 6 inside its envelope). The limit also keeps a `<sale>` converted to JSON
+/// (an object per level, an array more where a name repeats) within serde_json's default recursion
+/// limit of 128, which reading the raw payload back from the store relies on.
+pub(super) const MAX_DEPTH: usize = 64;
 
 /// Why a document is not well-formed XML (with namespaces).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +43,8 @@ pub(super) enum XmlError {
     NoRoot,
     #[error("more than one root element")]
     SeveralRoots,
+    #[error("elements nested more than {0} levels deep")]
+    TooDeep(usize),
 }
 
 /// One element: its resolved namespace and local name, attributes as written, children and the text
@@ -119,8 +132,14 @@ pub(super) fn parse(body: &[u8]) -> Result<Element, XmlError> {
             ResolveResult::Unknown(prefix) => return Err(XmlError::UnknownPrefix(prefix)),
         };
         match event {
-            Event::Start(start) => open.push(element(namespace, &start)?),
-            Event::Empty(start) => attach(&mut open, &mut root, element(namespace, &start)?)?,
+            Event::Start(start) => {
+                within_depth(&open)?;
+                open.push(element(namespace, &start)?);
+            }
+            Event::Empty(start) => {
+                within_depth(&open)?;
+                attach(&mut open, &mut root, element(namespace, &start)?)?;
+            }
             Event::End(_) => {
                 // quick-xml checks that end tags match their start tags.
                 let done = open.pop().ok_or(XmlError::NoRoot)?;
@@ -150,6 +169,14 @@ pub(super) fn parse(body: &[u8]) -> Result<Element, XmlError> {
         return Err(XmlError::Truncated(unclosed.name.clone()));
     }
     root.ok_or(XmlError::NoRoot)
+}
+
+/// Whether one more element may open inside the `open` ones.
+fn within_depth(open: &[Element]) -> Result<(), XmlError> {
+    if open.len() >= MAX_DEPTH {
+        return Err(XmlError::TooDeep(MAX_DEPTH));
+    }
+    Ok(())
 }
 
 fn element(namespace: Option<String>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
@@ -242,5 +269,47 @@ mod tests {
         ] {
             assert!(parse(doc).is_err(), "{}", String::from_utf8_lossy(doc));
         }
+    }
+
+    /// `depth` nested `<a>`, the innermost empty or (`self_closing`) written `<a/>`.
+    fn nested(depth: usize, self_closing: bool) -> String {
+        if self_closing {
+            format!(
+                "{}<a/>{}",
+                "<a>".repeat(depth - 1),
+                "</a>".repeat(depth - 1)
+            )
+        } else {
+            format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth))
+        }
+    }
+
+    #[test]
+    fn refuses_nesting_deeper_than_the_limit_without_overflowing_the_stack() {
+        // quick-xml itself stops at 65,535 levels; below that, an unlimited tree would be built and
+        // then overflow the stack when dropped or converted.
+        for depth in [60_000, 100_000] {
+            for self_closing in [false, true] {
+                let error = parse(nested(depth, self_closing).as_bytes()).unwrap_err();
+                assert!(matches!(error, XmlError::TooDeep(MAX_DEPTH)), "{error:?}");
+                assert_eq!(
+                    error.to_string(),
+                    format!("elements nested more than {MAX_DEPTH} levels deep")
+                );
+            }
+        }
+        for self_closing in [false, true] {
+            assert!(matches!(
+                parse(nested(MAX_DEPTH + 1, self_closing).as_bytes()),
+                Err(XmlError::TooDeep(_))
+            ));
+            let deepest = parse(nested(MAX_DEPTH, self_closing).as_bytes()).unwrap();
+            assert!(deepest.into_json().is_object());
+        }
+        // Deep and unclosed: refused for its depth, not read to the end.
+        assert!(matches!(
+            parse("<a>".repeat(60_000).as_bytes()),
+            Err(XmlError::TooDeep(_))
+        ));
     }
 }
