@@ -164,6 +164,15 @@ impl HttpClient {
         &self.redactor
     }
 
+    /// This client (sharing its connections, rate limit and metrics) scrubbing `secrets` too, for a
+    /// request that carries secrets of its own, such as a signature computed for it alone.
+    pub fn with_secrets(&self, secrets: Vec<String>) -> HttpClient {
+        HttpClient {
+            redactor: self.redactor.with_secrets(secrets),
+            ..self.clone()
+        }
+    }
+
     /// Sends a request after waiting for the rate limit and classifies the outcome. `what` names the
     /// request in errors and logs (e.g. `GET orders/ page 3`); it must not contain secrets.
     /// `api_message` extracts the API's own error message from a 4xx body, when the API has one.
@@ -427,6 +436,23 @@ impl Redactor {
             })
             .collect();
         forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        forms.dedup();
+        Redactor {
+            forms: Arc::new(forms),
+        }
+    }
+
+    /// This redactor scrubbing `secrets` too.
+    pub fn with_secrets(&self, secrets: Vec<String>) -> Redactor {
+        let added = Redactor::new(secrets);
+        let mut forms: Vec<String> = self
+            .forms
+            .iter()
+            .chain(added.forms.iter())
+            .cloned()
+            .collect();
+        // Longest first as in `new`; equal lengths in order, so that duplicates are adjacent.
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         forms.dedup();
         Redactor {
             forms: Arc::new(forms),

@@ -14,7 +14,10 @@
 //!
 //! Each request is authenticated twice: HTTP basic auth with the role name and role password, and in
 //! the envelope `apiKey`, `time` (Unix milliseconds, taken once per request) and `sign`, the lowercase
-//! hex MD5 of `apiKey + secretKey + time`. The envelope carries secrets and is never logged.
+//! hex MD5 of `apiKey + secretKey + time`. The envelope carries secrets and is never logged. The
+//! service may echo a request's `sign` or its basic-auth credential back (a Fault about a bad
+//! signature, a 401 page listing the request's headers), so each request goes through a client that
+//! scrubs both from every error it makes and every body it records, as it does the account's secrets.
 //!
 //! Responses: one `<sale>` or many alike; `ackCode` other than `success` and SOAP Faults (HTTP 500 or
 //! 200) are rejections carrying the service's message. Amounts, dates and states are normalized in
@@ -29,6 +32,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use chrono_tz::Europe::Istanbul;
 use md5::{Digest, Md5};
@@ -168,6 +173,11 @@ impl Gittigidiyor {
         // One `time` per request, used in both `sign` and `<time>`.
         let time = Utc::now().timestamp_millis();
         let sign = sign(auth.api_key.expose(), auth.secret_key.expose(), time);
+        // The service may echo these back: every error of this request scrubs them.
+        let http = self.http.with_secrets(vec![
+            sign.clone(),
+            basic_credential(&auth.role_name, auth.role_password.expose()),
+        ]);
         let call = wire::GetSalesByDateRange {
             api_key: auth.api_key.expose(),
             sign: &sign,
@@ -186,20 +196,17 @@ impl Gittigidiyor {
         let body = wire::envelope(&call).map_err(|e| MarketplaceError::Rejected {
             what: what.clone(),
             status: None,
-            message: self
-                .http
+            message: http
                 .redactor()
                 .redact(&format!("cannot build the request envelope: {e}")),
         })?;
-        let builder = self
-            .http
+        let builder = http
             .request(Method::POST, self.endpoint.as_str())
             .basic_auth(&auth.role_name, Some(auth.role_password.expose()))
             .header(CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", "\"\"")
             .body(body);
-        let response = self
-            .http
+        let response = http
             .send(&what, builder, wire::fault_in)
             .await
             .map_err(fault_is_rejection)?;
@@ -207,7 +214,7 @@ impl Gittigidiyor {
             && !is_xml(content_type)
         {
             return Err(MarketplaceError::malformed(
-                &self.http,
+                &http,
                 &what,
                 format!("content type `{content_type}` is not XML"),
                 &response.body,
@@ -215,12 +222,12 @@ impl Gittigidiyor {
         }
         let page = wire::parse_response(&response.body).map_err(|e| match e {
             wire::ResponseError::Malformed(reason) => {
-                MarketplaceError::malformed(&self.http, &what, reason, &response.body)
+                MarketplaceError::malformed(&http, &what, reason, &response.body)
             }
             wire::ResponseError::Rejected(message) => MarketplaceError::Rejected {
                 what: what.clone(),
                 status: None,
-                message: self.http.redactor().redact(&message),
+                message: http.redactor().redact(&message),
             },
         })?;
         let orders = page
@@ -228,9 +235,7 @@ impl Gittigidiyor {
             .into_iter()
             .map(|sale| wire::sale_to_order(sale, &self.statuses))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| {
-                MarketplaceError::malformed(&self.http, &what, reason, &response.body)
-            })?;
+            .map_err(|reason| MarketplaceError::malformed(&http, &what, reason, &response.body))?;
         // A page without sales ends the window whatever `nextPageAvailable` says, so that a service
         // bug cannot keep the poller paging forever.
         let next = (page.next_page_available
@@ -282,6 +287,11 @@ fn sign(api_key: &str, secret_key: &str, time_ms: i64) -> String {
     md5.update(secret_key.as_bytes());
     md5.update(time_ms.to_string().as_bytes());
     hex::encode(md5.finalize())
+}
+
+/// The HTTP basic-auth credential as reqwest's `basic_auth` sends it: base64 of `name:password`.
+fn basic_credential(role_name: &str, role_password: &str) -> String {
+    BASE64.encode(format!("{role_name}:{role_password}"))
 }
 
 /// The window's start in the service's format: Istanbul time, rounded down to the second.

@@ -454,7 +454,8 @@ fn content_types() {
     assert!(!is_xml("text/html; charset=utf-8"));
 }
 
-/// What the stand-in service received and what it answers next.
+/// What the stand-in service received and what it answers next. An answer may echo its request:
+/// `{sign}` in it becomes the request's `sign`, `{credential}` its basic-auth credential.
 #[derive(Default)]
 struct Exchange {
     requests: Vec<(HeaderMap, String)>,
@@ -466,10 +467,30 @@ async fn stand_in(
     headers: HeaderMap,
     body: String,
 ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let (sign, credential) = echoed(&headers, &body);
     let mut exchange = exchange.lock().unwrap();
     exchange.requests.push((headers, body));
-    let (status, content_type, body) = exchange.responses.pop_front().unwrap();
-    (status, [("content-type", content_type)], body)
+    let (status, content_type, answer) = exchange.responses.pop_front().unwrap();
+    let answer = answer
+        .replace("{sign}", &sign)
+        .replace("{credential}", &credential);
+    (status, [("content-type", content_type)], answer)
+}
+
+/// A request's `sign` and basic-auth credential, as sent.
+fn echoed(headers: &HeaderMap, body: &str) -> (String, String) {
+    let sign = body
+        .split_once("<sign>")
+        .and_then(|(_, rest)| rest.split_once("</sign>"))
+        .map(|(sign, _)| sign.to_owned())
+        .unwrap_or_default();
+    let credential = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .unwrap_or_default()
+        .to_owned();
+    (sign, credential)
 }
 
 fn account(base_url: &str) -> AccountConfig {
@@ -612,6 +633,10 @@ async fn exchanges_with_a_stand_in_service() {
             headers["authorization"],
             "Basic cm9sLWFkxLE6UDRzcy13MHJkLcOWcm5law=="
         );
+        assert_eq!(
+            headers["authorization"],
+            format!("Basic {}", basic_credential(ROLE_NAME, ROLE_PASSWORD))
+        );
         let envelope = xml::parse(body.as_bytes()).unwrap();
         assert!(envelope.is(wire::SOAP_ENV, "Envelope"));
         let call = &envelope.child("Body").unwrap().children[0];
@@ -688,6 +713,88 @@ async fn a_deeply_nested_answer_fails_the_page_cleanly() {
         matches!(&error, MarketplaceError::Transient { detail, .. } if detail.starts_with("HTTP 500: <a><a>")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn echoed_signatures_and_basic_auth_credentials_are_redacted() {
+    let fault = format!(
+        r#"<S:Envelope xmlns:S="{}"><S:Body><S:Fault><faultcode>S:Client</faultcode><faultstring>sign {{sign}} geçersiz; Authorization: Basic {{credential}}</faultstring></S:Fault></S:Body></S:Envelope>"#,
+        wire::SOAP_ENV
+    );
+    let ack_failure = ACK_FAILURE.replace(
+        "İmza (sign) geçersiz;",
+        "İmza (sign={sign}, Basic {credential}) geçersiz;",
+    );
+    let echo_page =
+        "<html><pre>Authorization: Basic {credential}\n<sign>{sign}</sign></pre></html>";
+    // The credential straddles the end of the excerpt kept of a body that is no Fault.
+    let cut_page = format!("{}Basic {{credential}} sign={{sign}}", "x".repeat(490));
+    let not_soap = "<Envelope><Body><sign>{sign}</sign><auth>{credential}</auth></Body></Envelope>";
+    let exchange = Arc::new(Mutex::new(Exchange::default()));
+    {
+        let mut ex = exchange.lock().unwrap();
+        let xml = "text/xml;charset=utf-8";
+        ex.responses
+            .push_back((StatusCode::INTERNAL_SERVER_ERROR, xml, fault));
+        ex.responses.push_back((StatusCode::OK, xml, ack_failure));
+        ex.responses
+            .push_back((StatusCode::UNAUTHORIZED, "text/html", echo_page.into()));
+        ex.responses
+            .push_back((StatusCode::UNAUTHORIZED, "text/html", cut_page));
+        ex.responses
+            .push_back((StatusCode::OK, "text/html", echo_page.into()));
+        ex.responses
+            .push_back((StatusCode::OK, xml, not_soap.into()));
+    }
+    let gg = adapter(&serve(exchange.clone()).await);
+    let request = window_request();
+    let mut errors = Vec::new();
+    for _ in 0..6 {
+        errors.push(gg.fetch_page("sales", &request).await.unwrap_err());
+    }
+
+    assert!(matches!(
+        &errors[0],
+        MarketplaceError::Rejected { status: Some(500), message, .. }
+            if message == "SOAP Fault: sign *** geçersiz; Authorization: Basic ***"
+    ));
+    assert!(matches!(
+        &errors[1],
+        MarketplaceError::Rejected { status: None, message, .. }
+            if message.starts_with("ERROR_SIGN_INVALID: İmza (sign=***, Basic ***) geçersiz;")
+    ));
+    assert!(matches!(
+        &errors[2],
+        MarketplaceError::Unauthorized { status: 401, message, .. }
+            if message == "<html><pre>Authorization: Basic ***\n<sign>***</sign></pre></html>"
+    ));
+    assert!(matches!(
+        &errors[3],
+        MarketplaceError::Unauthorized { message, .. } if message.ends_with("xBasic *** …")
+    ));
+    assert!(matches!(
+        &errors[4],
+        MarketplaceError::Malformed { raw_body, .. }
+            if raw_body == "<html><pre>Authorization: Basic ***\n<sign>***</sign></pre></html>"
+    ));
+    assert!(matches!(
+        &errors[5],
+        MarketplaceError::Malformed { raw_body, .. }
+            if raw_body == "<Envelope><Body><sign>***</sign><auth>***</auth></Body></Envelope>"
+    ));
+
+    let requests = std::mem::take(&mut exchange.lock().unwrap().requests);
+    assert_eq!(requests.len(), errors.len());
+    for (error, (headers, body)) in errors.iter().zip(&requests) {
+        let (sign, credential) = echoed(headers, body);
+        assert_eq!(sign.len(), 32);
+        assert_eq!(credential, basic_credential(ROLE_NAME, ROLE_PASSWORD));
+        // The error's text, its raw body (in its Debug form) and no piece of either secret.
+        let text = format!("{error} {error:?}");
+        for secret in [&sign, &credential] {
+            assert!(!text.contains(&secret[..8]), "{text}");
+        }
+    }
 }
 
 #[tokio::test]
