@@ -95,6 +95,18 @@ fn a_missing_secret_variable_names_the_key_and_file() {
 }
 
 #[test]
+fn a_syntax_error_names_the_line_without_printing_a_literal_secret() {
+    let (code, out, path) = check(
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = \"tok-abc-secret\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&path), "{out}");
+    assert!(out.contains("line 4, column 24"), "{out}");
+    assert!(!out.contains("tok-abc"), "secret leaked in: {out}");
+}
+
+#[test]
 fn an_unknown_marketplace_names_the_key() {
     let (code, out, path) = check(
         "[[accounts]]\nname = \"a\"\nmarketplace = \"amazon\"\ntoken = \"x\"\n",

@@ -4,6 +4,8 @@
 
 mod raw;
 mod secret;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,12 +26,43 @@ pub const DEFAULT_FILE: &str = "config/default.toml";
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
     Load(#[source] config::ConfigError),
+    /// A configuration file that cannot be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that is not TOML. The TOML parser's own error is not kept: its message quotes the
+    /// offending line, which may hold a literal secret.
+    #[error("{file}{}: not valid TOML: {reason}", at.map(|p| format!(", {p}")).unwrap_or_default())]
+    Syntax {
+        file: String,
+        /// Where the parser stopped, when it says.
+        at: Option<TextPosition>,
+        /// The parser's reason, which never quotes the file.
+        reason: String,
+    },
     #[error("{key}: {problem} (set in {origin})")]
     Invalid {
         key: String,
         problem: String,
         origin: String,
     },
+}
+
+/// A place in a configuration file, counted from 1 as editors do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextPosition {
+    pub line: usize,
+    /// In characters, not bytes.
+    pub column: usize,
+}
+
+impl std::fmt::Display for TextPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
 }
 
 /// The whole, validated configuration.

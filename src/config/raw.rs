@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::path::Path;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
@@ -12,7 +13,7 @@ use url::Url;
 use super::secret::SecretSource;
 use super::{
     AccountConfig, ConfigError, Credentials, DatabaseSettings, ListenerSettings, LoadOptions,
-    LogFormat, LogSettings, OutboxConfig, Secret, Settings,
+    LogFormat, LogSettings, OutboxConfig, Secret, Settings, TextPosition,
 };
 use crate::domain::{MarketplaceKind, OrderState};
 
@@ -210,6 +211,9 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
         );
         sources.push(file.clone());
     }
+    for file in &sources {
+        check_syntax(file)?;
+    }
     let env_map = options.env.clone();
     let lookup = |key: &str| match &env_map {
         Some(map) => map.get(key).cloned(),
@@ -377,6 +381,35 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
         },
         warnings,
     ))
+}
+
+/// Reads and parses `file` as the `config` crate does (a leading UTF-8 byte order mark skipped, invalid
+/// UTF-8 replaced), so that a syntax error is reported here, by its position and reason alone, before
+/// the `config` crate reads the file.
+fn check_syntax(file: &Path) -> Result<(), ConfigError> {
+    let bytes = std::fs::read(file).map_err(|source| ConfigError::Read {
+        file: file.display().to_string(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes));
+    match toml::de::DeTable::parse(&text) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConfigError::Syntax {
+            file: file.display().to_string(),
+            at: e.span().map(|span| text_position(&text, span.start)),
+            reason: e.message().to_owned(),
+        }),
+    }
+}
+
+/// The line and column of byte `offset` in `text`.
+fn text_position(text: &str, offset: usize) -> TextPosition {
+    let before = &text[..text.floor_char_boundary(offset)];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    TextPosition {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 fn outbox_config(
