@@ -183,6 +183,20 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+/// Upper bounds of the durations that reach clock arithmetic, each far above any useful value: the
+/// poller subtracts the overlap from a cursor (chrono panics when the result is out of range), reqwest
+/// adds the timeout to the clock for every chunk it reads (std panics on overflow), and PostgreSQL adds
+/// the lease and the retry delays to `now()` (an out-of-range timestamp fails every claim or retry).
+const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+const MAX_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_BACKOFF: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// "must be at most <bound>", the bound written as the configuration writes durations.
+fn at_most(bound: Duration) -> String {
+    format!("must be at most {}", humantime::format_duration(bound))
+}
+
 /// Which credential keys each marketplace takes; any other credential key on the account is an error.
 fn credential_keys(marketplace: MarketplaceKind) -> &'static [&'static str] {
     match marketplace {
@@ -444,6 +458,9 @@ fn outbox_config(
     if raw.lease < Duration::from_secs(1) {
         return Err(invalid(key("lease"), "must be at least 1s".to_owned()));
     }
+    if raw.lease > MAX_LEASE {
+        return Err(invalid(key("lease"), at_most(MAX_LEASE)));
+    }
     if raw.poll_interval.is_zero() {
         return Err(invalid(
             key("poll_interval"),
@@ -464,6 +481,9 @@ fn outbox_config(
                 humantime::format_duration(raw.min_backoff)
             ),
         ));
+    }
+    if raw.max_backoff > MAX_BACKOFF {
+        return Err(invalid(key("max_backoff"), at_most(MAX_BACKOFF)));
     }
     // The outbox table's check constraint.
     if !(1..=1000).contains(&raw.max_attempts) {
@@ -574,8 +594,14 @@ fn account_config(
             "must be between 1 and 3650".to_owned(),
         ));
     }
+    if raw.overlap > MAX_OVERLAP {
+        return Err(invalid(key("overlap"), at_most(MAX_OVERLAP)));
+    }
     if raw.timeout.is_zero() {
         return Err(invalid(key("timeout"), "must be more than zero".to_owned()));
+    }
+    if raw.timeout > MAX_TIMEOUT {
+        return Err(invalid(key("timeout"), at_most(MAX_TIMEOUT)));
     }
     let requests_per_second = NonZeroU32::new(raw.requests_per_second)
         .ok_or_else(|| invalid(key("requests_per_second"), "must be at least 1".to_owned()))?;

@@ -27,6 +27,14 @@ fn load(text: impl AsRef<[u8]>) -> Result<Settings, ConfigError> {
     load_with_env(text, &[])
 }
 
+/// The message of the error `text` is refused with.
+fn refused(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn a_syntax_error_names_the_file_line_and_column_but_never_quotes_the_line() {
     let secret = "tok-abc-secret";
@@ -73,5 +81,37 @@ fn a_file_that_cannot_be_read_is_named() {
     assert!(
         matches!(&error, ConfigError::Read { file, .. } if *file == missing.display().to_string()),
         "{error}"
+    );
+}
+
+#[test]
+fn durations_beyond_their_bounds_are_refused_by_key() {
+    let account = format!("{LABS}token = \"t\"\n");
+    for (setting, key) in [
+        // Panicked in the poller (cursor - overlap).
+        ("overlap = \"300000y\"", "accounts[0].overlap"),
+        // Became a zero overlap (TimeDelta::from_std failed).
+        ("overlap = \"300000000y\"", "accounts[0].overlap"),
+        ("overlap = \"8d\"", "accounts[0].overlap"),
+        ("timeout = \"300000y\"", "accounts[0].timeout"),
+        ("timeout = \"61m\"", "accounts[0].timeout"),
+        ("[outbox]\nlease = \"300000y\"", "outbox.lease"),
+        ("[outbox]\nlease = \"25h\"", "outbox.lease"),
+        ("[outbox]\nmax_backoff = \"300000y\"", "outbox.max_backoff"),
+        ("[outbox]\nmax_backoff = \"25h\"", "outbox.max_backoff"),
+    ] {
+        let message = refused(&format!("{account}{setting}\n"));
+        assert!(
+            message.starts_with(&format!("{key}: must be at most ")),
+            "{setting}: {message}"
+        );
+    }
+    let at_the_bounds = load(format!(
+        "{account}overlap = \"7d\"\ntimeout = \"1h\"\n[outbox]\nlease = \"1d\"\nmax_backoff = \"1d\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        at_the_bounds.accounts[0].overlap,
+        Duration::from_secs(7 * 86_400)
     );
 }
