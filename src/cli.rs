@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::level_filters::LevelFilter;
 
 use crate::config::{ConfigError, Credentials, LoadOptions, Settings};
 use crate::daemon;
@@ -164,7 +165,7 @@ pub async fn execute(cli: Cli) -> ExitCode {
     let mut log = settings.log.clone();
     if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
         // The demo's own summary is the output; the daemon's routine lines would drown it.
-        log.level = "warn".to_owned();
+        log.level = LevelFilter::WARN.into();
     }
     crate::telemetry::init(&log);
     for warning in &warnings {

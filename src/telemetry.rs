@@ -12,7 +12,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call does nothing).
 pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::new(settings.level.as_str());
     let json = match settings.format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -13,6 +13,8 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::EnvFilter;
 use url::Url;
 
 use crate::domain::{MarketplaceKind, OrderState};
@@ -108,8 +110,69 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct LogSettings {
-    pub level: String,
+    pub level: LogFilter,
     pub format: LogFormat,
+}
+
+/// A valid `tracing` filter (`log.level` or `RUST_LOG`): a level, or directives such as
+/// `info,ordersync=debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+/// Why a `log.level` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFilterError {
+    #[error(
+        "`{0}` is not a level (off, error, warn, info, debug, trace); a target takes one, as in `ordersync=debug`"
+    )]
+    NotALevel(String),
+    #[error("`{text}` is not a filter like `info` or `info,ordersync=debug`: {source}")]
+    Syntax {
+        text: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+}
+
+impl LogFilter {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<LevelFilter> for LogFilter {
+    fn from(level: LevelFilter) -> Self {
+        LogFilter(level.to_string())
+    }
+}
+
+impl std::str::FromStr for LogFilter {
+    type Err = LogFilterError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        EnvFilter::try_new(text).map_err(|source| LogFilterError::Syntax {
+            text: text.to_owned(),
+            source,
+        })?;
+        // The filter reads a lone word that is not a level as a target enabled at every level, so a
+        // misspelt level (`warning`, `verbose`, ` info` after a comma and a space) would silently
+        // drop every other line. A target must name its level.
+        let lone_word = text.split(',').find(|directive| {
+            !directive.is_empty()
+                && !directive.contains(['=', '['])
+                && directive.parse::<LevelFilter>().is_err()
+        });
+        match lone_word {
+            Some(word) => Err(LogFilterError::NotALevel(word.to_owned())),
+            None => Ok(LogFilter(text.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The outbox worker's tuning (`[outbox]`); the same for every account.

@@ -13,7 +13,7 @@ use url::Url;
 use super::secret::SecretSource;
 use super::{
     AccountConfig, ConfigError, Credentials, DatabaseSettings, ListenerSettings, LoadOptions,
-    LogFormat, LogSettings, OutboxConfig, Secret, Settings, TextPosition,
+    LogFilterError, LogFormat, LogSettings, OutboxConfig, Secret, Settings, TextPosition,
 };
 use crate::domain::{MarketplaceKind, OrderState};
 
@@ -270,9 +270,13 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
         }
     }
     let database_url_from_env = lookup("DATABASE_URL").is_some();
+    let rust_log = lookup("RUST_LOG");
     let origin = |key: &str| -> String {
         if key == "database.url" && database_url_from_env {
             return "DATABASE_URL".to_owned();
+        }
+        if key == "log.level" && rust_log.is_some() {
+            return "RUST_LOG".to_owned();
         }
         let mut path = key.to_owned();
         loop {
@@ -378,8 +382,11 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
     };
     let outbox = outbox_config(&raw.outbox, &accounts, &invalid)?;
 
+    let level = rust_log.clone().unwrap_or(raw.log.level);
     let log = LogSettings {
-        level: lookup("RUST_LOG").unwrap_or(raw.log.level),
+        level: level
+            .parse()
+            .map_err(|e: LogFilterError| invalid("log.level".to_owned(), e.to_string()))?,
         format: raw.log.format,
     };
     Ok((

@@ -115,3 +115,43 @@ fn durations_beyond_their_bounds_are_refused_by_key() {
         Duration::from_secs(7 * 86_400)
     );
 }
+
+#[test]
+fn a_log_level_that_is_not_a_filter_is_refused_by_key() {
+    // A lone word that is not a level reads as a target at every level: no line of the daemon would
+    // show. The others fell back to `info`.
+    for level in [
+        "loud",
+        "warning",
+        "info,ordersync=loud",
+        "info, sqlx=warn",
+        "info ,sqlx=warn",
+        "info,[",
+    ] {
+        let message = refused(&format!("[log]\nlevel = \"{level}\"\n"));
+        assert!(
+            message.starts_with("log.level: `") && message.contains("` is not a "),
+            "{level}: {message}"
+        );
+        assert!(message.contains("ordersync.toml"), "{message}");
+    }
+    // RUST_LOG overrides log.level, and is named when it is the one at fault.
+    let message = load_with_env("[log]\nlevel = \"info\"\n", &[("RUST_LOG", "verbose")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with("log.level: `verbose` is not a level")
+            && message.ends_with("(set in RUST_LOG)"),
+        "{message}"
+    );
+    for level in [
+        "debug",
+        "WARN",
+        "off",
+        "info,ordersync=debug,sqlx=warn",
+        "ordersync::poller=trace",
+    ] {
+        let settings = load(format!("[log]\nlevel = \"{level}\"\n")).unwrap();
+        assert_eq!(settings.log.level.as_str(), level);
+    }
+}
