@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use url::Url;
 
@@ -640,6 +641,19 @@ fn account_config(
             )),
         }
     };
+    // i1 and Labs send the token in a header; one that cannot be a header value (a secret file with a
+    // line break inside) would fail every request. The value is never shown.
+    let header_token = |token: Secret| -> Result<Secret, ConfigError> {
+        match HeaderValue::from_str(token.expose()) {
+            Ok(_) => Ok(token),
+            Err(_) => Err(invalid(
+                key("token"),
+                "holds a line break or another character an HTTP header cannot carry (when read \
+                 from a file, the file must hold the token on one line)"
+                    .to_owned(),
+            )),
+        }
+    };
     let credentials = match marketplace {
         MarketplaceKind::Allesgo => Credentials::Allesgo {
             store_id: plain("store_id", &raw.store_id)?,
@@ -650,19 +664,41 @@ fn account_config(
             api_key: secret("api_key", &raw.api_key)?,
             api_password: secret("api_password", &raw.api_password)?,
         },
-        MarketplaceKind::I1 => Credentials::I1 {
-            token: secret("token", &raw.token)?,
-            auth_header: raw
+        MarketplaceKind::I1 => {
+            let auth_header = raw
                 .auth_header
                 .clone()
-                .unwrap_or_else(|| "Authorization".to_owned()),
-            auth_scheme: raw
+                .unwrap_or_else(|| "Authorization".to_owned());
+            if HeaderName::from_bytes(auth_header.trim().as_bytes()).is_err() {
+                return Err(invalid(
+                    key("auth_header"),
+                    format!(
+                        "`{}` is not an HTTP header name",
+                        auth_header.escape_debug()
+                    ),
+                ));
+            }
+            let auth_scheme = raw
                 .auth_scheme
                 .clone()
-                .unwrap_or_else(|| "Bearer".to_owned()),
-        },
+                .unwrap_or_else(|| "Bearer".to_owned());
+            if HeaderValue::from_str(&auth_scheme).is_err() {
+                return Err(invalid(
+                    key("auth_scheme"),
+                    format!(
+                        "`{}` holds a character an HTTP header cannot carry",
+                        auth_scheme.escape_debug()
+                    ),
+                ));
+            }
+            Credentials::I1 {
+                token: header_token(secret("token", &raw.token)?)?,
+                auth_header,
+                auth_scheme,
+            }
+        }
         MarketplaceKind::Labs => Credentials::Labs {
-            token: secret("token", &raw.token)?,
+            token: header_token(secret("token", &raw.token)?)?,
         },
         MarketplaceKind::Gittigidiyor => Credentials::Gittigidiyor {
             api_key: secret("api_key", &raw.api_key)?,

@@ -155,3 +155,53 @@ fn a_log_level_that_is_not_a_filter_is_refused_by_key() {
         assert_eq!(settings.log.level.as_str(), level);
     }
 }
+
+#[test]
+fn header_credentials_that_cannot_be_sent_are_refused_by_key() {
+    let i1 = "[[accounts]]\nname = \"a\"\nmarketplace = \"i1\"\nbase_url = \"https://seller.example/api/\"\n";
+    let env = [("TOKEN", "tok-abc"), ("TWO_LINES", "tok-abc\ntok-def")];
+    for (setting, key) in [
+        ("auth_header = \"X Token\"", "accounts[0].auth_header"),
+        ("auth_header = \"X-Token:\"", "accounts[0].auth_header"),
+        ("auth_header = \"\"", "accounts[0].auth_header"),
+        ("auth_scheme = \"Bearer\\n\"", "accounts[0].auth_scheme"),
+    ] {
+        let message = load_with_env(
+            format!("{i1}token = {{ env = \"TOKEN\" }}\n{setting}\n"),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.starts_with(&format!("{key}: ")),
+            "{setting}: {message}"
+        );
+    }
+
+    // A secret file with a line break inside (one trailing line break is dropped), and a variable.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "tok-abc\ntok-def\n").unwrap();
+    let from_file = format!("token = {{ file = \"{}\" }}\n", file.display());
+    for account in [i1, LABS] {
+        for source in [from_file.as_str(), "token = { env = \"TWO_LINES\" }\n"] {
+            let message = load_with_env(format!("{account}{source}"), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with("accounts[0].token: "), "{message}");
+            assert!(!message.contains("tok-"), "the secret leaked: {message}");
+        }
+    }
+
+    let settings = load_with_env(
+        format!(
+            "{i1}token = {{ env = \"TOKEN\" }}\nauth_header = \"X-Api-Token\"\nauth_scheme = \"\"\n"
+        ),
+        &env,
+    )
+    .unwrap();
+    assert!(matches!(
+        &settings.accounts[0].credentials,
+        Credentials::I1 { auth_header, auth_scheme, .. } if auth_header == "X-Api-Token" && auth_scheme.is_empty()
+    ));
+}
