@@ -574,15 +574,28 @@ fn account_config(
         }
     };
     let base_url = Url::parse(&base_url_text).map_err(|e| {
-        invalid(
-            key("base_url"),
-            format!("`{base_url_text}` is not a URL: {e}"),
-        )
+        // Text with an `@` may hold a password before it, and is not quoted.
+        let problem = if base_url_text.contains('@') {
+            format!("is not a URL: {e}")
+        } else {
+            format!("`{base_url_text}` is not a URL: {e}")
+        };
+        invalid(key("base_url"), problem)
     })?;
     if !matches!(base_url.scheme(), "http" | "https") {
         return Err(invalid(
             key("base_url"),
             "must be an http or https URL".to_owned(),
+        ));
+    }
+    // The base URL is stored (accounts.base_url) and shown (check-config, status); credentials go in
+    // the account's credential keys.
+    if !base_url.username().is_empty() || base_url.password().is_some() {
+        return Err(invalid(
+            key("base_url"),
+            "must not hold a user name or password (`user:password@`); the account's credentials \
+             have keys of their own"
+                .to_owned(),
         ));
     }
 

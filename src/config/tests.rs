@@ -205,3 +205,35 @@ fn header_credentials_that_cannot_be_sent_are_refused_by_key() {
         Credentials::I1 { auth_header, auth_scheme, .. } if auth_header == "X-Api-Token" && auth_scheme.is_empty()
     ));
 }
+
+#[test]
+fn a_base_url_holding_credentials_is_refused_without_showing_them() {
+    let account = format!("{LABS}token = \"t\"\n");
+    for url in [
+        "https://seller:s3cr3t-pass@seller.example/api/",
+        "https://:s3cr3t-pass@seller.example/api/",
+        "https://s3cr3t-token@seller.example/api/",
+        // Not a URL (a port that is not a number), with a password in it.
+        "https://seller:s3cr3t-pass@seller.example:port/api/",
+    ] {
+        let message = refused(&format!("{account}base_url = \"{url}\"\n"));
+        assert!(message.starts_with("accounts[0].base_url: "), "{message}");
+        assert!(!message.contains("s3cr3t"), "the secret leaked: {message}");
+    }
+    // A URL without credentials is still quoted when it does not parse.
+    let message = refused(&format!(
+        "{account}base_url = \"https://seller.example:port/api/\"\n"
+    ));
+    assert!(
+        message.contains("`https://seller.example:port/api/` is not a URL"),
+        "{message}"
+    );
+    let settings = load(format!(
+        "{account}base_url = \"https://seller.example/api/\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        settings.accounts[0].base_url.as_str(),
+        "https://seller.example/api/"
+    );
+}
