@@ -180,8 +180,8 @@ impl std::fmt::Display for LogFilter {
 pub struct OutboxConfig {
     /// Transitions of one account sent at once (they share the account's rate limit with its poller).
     pub concurrency: usize,
-    /// How long a claim lasts; it is renewed before every request, and a worker that dies loses its
-    /// claims after this.
+    /// How long a claim lasts; it is renewed before a request once half of it has passed, and a worker
+    /// that dies loses its claims after this.
     pub lease: Duration,
     /// How often each account's worker looks for due work when no notification arrives.
     pub poll_interval: Duration,

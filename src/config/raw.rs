@@ -446,19 +446,20 @@ fn outbox_config(
             "must be between 1 and 64".to_owned(),
         ));
     }
-    // The lease is renewed before each request: one request must fit in it, or a slow answer outlives
-    // the claim and another worker takes the transition over while it is still on the wire.
+    // A claim is renewed before a request once it is older than half its lease, so at least half the
+    // lease is left when a request starts: one request must fit in that half, or a slow answer
+    // outlives the claim and another worker takes the transition over while it is still on the wire.
     if let Some((i, slowest)) = accounts
         .iter()
         .enumerate()
         .filter(|(_, a)| a.enabled)
         .max_by_key(|(_, a)| a.timeout)
-        .filter(|(_, a)| a.timeout >= raw.lease)
+        .filter(|(_, a)| a.timeout.saturating_mul(2) >= raw.lease)
     {
         return Err(invalid(
             key("lease"),
             format!(
-                "must be longer than the longest request timeout (accounts[{i}].timeout = {})",
+                "must be longer than twice the longest request timeout (accounts[{i}].timeout = {})",
                 humantime::format_duration(slowest.timeout)
             ),
         ));

@@ -116,6 +116,27 @@ fn durations_beyond_their_bounds_are_refused_by_key() {
     );
 }
 
+/// A claim is renewed before a request only once it is older than half its lease: the outbox's lease
+/// must hold two of the longest request timeout, or a slow answer could outlive the claim.
+#[test]
+fn an_outbox_lease_shorter_than_two_request_timeouts_is_refused() {
+    let account = format!("{LABS}token = \"t\"\n");
+    let message = refused(&format!(
+        "{account}timeout = \"30s\"\n[outbox]\nlease = \"60s\"\n"
+    ));
+    assert!(
+        message.starts_with(
+            "outbox.lease: must be longer than twice the longest request timeout \
+             (accounts[0].timeout = 30s)"
+        ),
+        "{message}"
+    );
+    load(format!(
+        "{account}timeout = \"29s\"\n[outbox]\nlease = \"60s\"\n"
+    ))
+    .unwrap();
+}
+
 #[test]
 fn a_log_level_that_is_not_a_filter_is_refused_by_key() {
     // A lone word that is not a level reads as a target at every level: no line of the daemon would

@@ -62,8 +62,8 @@ impl From<TransitionRefusal> for OutboxError {
 /// Tuning of the outbox worker.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
-    /// How long a claim lasts; it is renewed before every request. A worker that dies loses its claims
-    /// after this.
+    /// How long a claim lasts; it is renewed before a request once half of it has passed. A worker
+    /// that dies loses its claims after this.
     pub lease_ttl: Duration,
     /// Transitions of one account talking to the marketplace at once (they share the account's rate limit
     /// with its poller); the running worker claims up to [`worker::CLAIMS_PER_SLOT`] times as many.
