@@ -545,3 +545,17 @@ async fn orders_and_payload_errors_holding_nul_characters_are_stored() {
         .unwrap();
     assert_eq!(body, "{\"id\": \u{fffd}}");
 }
+
+/// The daemon's connections give up a lock wait after a minute rather than wait for ever: a write of the
+/// poller beside another holds its locks while it waits for that one to commit, which PostgreSQL's
+/// deadlock detection cannot see (`store::connect`).
+#[tokio::test]
+async fn the_daemons_connections_bound_their_lock_waits() {
+    let db = common::test_db().await;
+    let pool = store::connect(&db.url, 1).await.unwrap();
+    let lock_timeout: String = sqlx::query_scalar("show lock_timeout")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lock_timeout, "1min");
+}

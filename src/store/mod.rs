@@ -34,13 +34,25 @@ pub enum StoreError {
     LeaseLost { account_id: i64, stream: String },
 }
 
+/// How long a statement waits for a row or table lock before it fails. A write of the poller that goes
+/// beside the one before it holds its orders' locks while it waits for that write to commit, a wait
+/// PostgreSQL cannot see: were the write before it to wait for a third transaction that waits for those
+/// locks (another writer of the same orders, in another order), none would ever end. With this bound
+/// the write before fails after a minute, its run and the write beside it end, and the next run goes
+/// on; no legitimate wait for a lock of ordersync's own lasts that long.
+const LOCK_TIMEOUT: &str = "1min";
+
 /// Opens a pool. The URL is a secret (it may hold a password): errors never include it.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.application_name("ordersync"))
+        .connect_with(
+            options
+                .application_name("ordersync")
+                .options([("lock_timeout", LOCK_TIMEOUT)]),
+        )
         .await?;
     Ok(pool)
 }
