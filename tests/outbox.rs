@@ -45,6 +45,10 @@ enum Script {
     },
     /// Applies the transition, then never answers (the worker is killed while waiting).
     ApplyAndHang,
+    /// Answers with a body that cannot be read: applied or not.
+    Malformed {
+        applied: bool,
+    },
 }
 
 #[derive(Default)]
@@ -238,6 +242,16 @@ impl Marketplace for Fake {
                     detail: "timed out: operation timed out".into(),
                     retry_after: None,
                     ambiguous: true,
+                })
+            }
+            Some(Script::Malformed { applied }) => {
+                if applied {
+                    apply(self);
+                }
+                Err(MarketplaceError::Malformed {
+                    what,
+                    reason: "expected JSON".into(),
+                    raw_body: format!("<html>proxy error for {SECRET}</html>"),
                 })
             }
             Some(Script::ApplyAndHang) => {
@@ -867,6 +881,30 @@ async fn an_ambiguous_send_is_read_back_instead_of_sent_blindly() {
         Some(Outcome::Succeeded { id: lost })
     );
     assert_eq!(s.fake.applied("B"), vec!["B-1"]);
+}
+
+/// An answer to a send that cannot be read is ambiguous (read back before any resend), and its body is
+/// recorded with the attempt (redacted), not only the error's description.
+#[tokio::test]
+async fn an_unreadable_answer_to_a_send_is_recorded_with_its_body() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    s.fake.script([Script::Malformed { applied: true }]);
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Confirmed { id })
+    );
+    let attempts = store_outbox::attempts(&s.db.pool, id).await.unwrap();
+    assert_eq!(
+        (attempts[0].action.as_str(), attempts[0].outcome.as_str()),
+        ("send", "ambiguous")
+    );
+    assert_eq!(
+        attempts[0].response_excerpt.as_deref(),
+        Some("<html>proxy error for ***</html>")
+    );
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "not sent twice");
 }
 
 #[tokio::test]

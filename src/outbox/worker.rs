@@ -295,6 +295,16 @@ impl OutboxWorker {
         }
     }
 
+    /// The start of the body of an answer that could not be read, redacted, for its attempt's record.
+    fn malformed_body(&self, error: &MarketplaceError) -> Option<String> {
+        match error {
+            MarketplaceError::Malformed { raw_body, .. } => {
+                Some(self.redactor.excerpt(raw_body.as_bytes()))
+            }
+            _ => None,
+        }
+    }
+
     /// Stores an attempt and counts it in the metrics.
     async fn record_attempt(&self, attempt: &Attempt<'_>) -> Result<(), sqlx::Error> {
         store_outbox::record_attempt(&self.pool, attempt).await?;
@@ -517,9 +527,11 @@ impl OutboxWorker {
         let text = self.redactor.redact(&error.to_string());
         let (what, status) = request_of(&error);
         let what = self.redactor.redact(what);
+        let body = self.malformed_body(&error);
         let failed = |outcome| Attempt {
             request_summary: Some(&what),
             http_status: status,
+            response_excerpt: body.as_deref(),
             error: Some(&text),
             ..attempt("send", outcome)
         };
@@ -644,6 +656,7 @@ impl OutboxWorker {
         };
         let text = self.redactor.redact(&error.to_string());
         let (_, status) = request_of(&error);
+        let body = self.malformed_body(&error);
         let recorded = match error {
             MarketplaceError::Transient { .. } => "transient",
             MarketplaceError::Rejected { .. } | MarketplaceError::Malformed { .. } => "rejected",
@@ -653,6 +666,7 @@ impl OutboxWorker {
             outcome: recorded,
             error: Some(&text),
             http_status: status,
+            response_excerpt: body.as_deref(),
             ..base
         })
         .await?;
