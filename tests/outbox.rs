@@ -322,7 +322,47 @@ fn fast() -> OutboxSettings {
     }
 }
 
+/// A worker of [`Setup`]'s account running with a listener of notifications, its polling an hour away:
+/// within a test only a notification, or its own work, wakes it.
+struct Woken {
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Woken {
+    /// Stops the worker (claimed work finishes) and its listener.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.await.unwrap();
+        self.listener.await.unwrap();
+    }
+}
+
 impl Setup {
+    fn run_woken_by_notifications(&self) -> Woken {
+        let worker = Arc::new(self.worker(
+            "w",
+            OutboxSettings {
+                poll_interval: Duration::from_secs(3600),
+                ..fast()
+            },
+        ));
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let listener = tokio::spawn(ordersync::outbox::worker::listen(
+            self.db.pool.clone(),
+            HashMap::from([(self.account_id, wake.clone())]),
+            shutdown.clone(),
+        ));
+        let running = tokio::spawn(worker.run(wake, shutdown.clone()));
+        Woken {
+            shutdown,
+            running,
+            listener,
+        }
+    }
+
     fn worker(&self, owner: &str, settings: OutboxSettings) -> OutboxWorker {
         OutboxWorker::new(
             self.db.pool.clone(),
@@ -1318,21 +1358,7 @@ async fn a_transition_blocked_by_a_failed_one_leaves_the_worker_idle_until_an_op
     ] {
         sqlx::query(statement).execute(&s.db.pool).await.unwrap();
     }
-    let worker = Arc::new(s.worker(
-        "w",
-        OutboxSettings {
-            poll_interval: Duration::from_secs(3600),
-            ..fast()
-        },
-    ));
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    let listener = tokio::spawn(ordersync::outbox::worker::listen(
-        s.db.pool.clone(),
-        HashMap::from([(s.account_id, wake.clone())]),
-        shutdown.clone(),
-    ));
-    let running = tokio::spawn(worker.clone().run(wake, shutdown.clone()));
+    let woken = s.run_woken_by_notifications();
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let updates: i64 = sqlx::query_scalar("select count(*) from outbox_updates")
@@ -1356,9 +1382,7 @@ async fn a_transition_blocked_by_a_failed_one_leaves_the_worker_idle_until_an_op
         }
     })
     .await;
-    shutdown.cancel();
-    running.await.unwrap();
-    listener.await.unwrap();
+    woken.stop().await;
     assert!(sent.is_ok(), "the cancellation did not wake the worker");
     assert_eq!(s.fake.applied("A"), vec!["A-2"]);
 }
@@ -1366,22 +1390,7 @@ async fn a_transition_blocked_by_a_failed_one_leaves_the_worker_idle_until_an_op
 #[tokio::test]
 async fn rows_queued_by_sql_are_checked_by_the_worker_and_wake_it() {
     let s = setup().await;
-    let worker = Arc::new(s.worker(
-        "w",
-        OutboxSettings {
-            // Only a notification can wake the worker within the test.
-            poll_interval: Duration::from_secs(3600),
-            ..fast()
-        },
-    ));
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    let listener = tokio::spawn(ordersync::outbox::worker::listen(
-        s.db.pool.clone(),
-        HashMap::from([(s.account_id, wake.clone())]),
-        shutdown.clone(),
-    ));
-    let running = tokio::spawn(worker.clone().run(wake, shutdown.clone()));
+    let woken = s.run_woken_by_notifications();
 
     let mut events = sqlx::postgres::PgListener::connect_with(&s.db.pool)
         .await
@@ -1411,9 +1420,7 @@ async fn rows_queued_by_sql_are_checked_by_the_worker_and_wake_it() {
     tokio::time::timeout(Duration::from_secs(30), s.fake.read_signal.notified())
         .await
         .expect("the worker was not woken by the notification");
-    shutdown.cancel();
-    running.await.unwrap();
-    listener.await.unwrap();
+    woken.stop().await;
 
     let r = row(&s.db.pool, invalid).await;
     assert_eq!(r.state, "failed");
