@@ -8,7 +8,7 @@
 //! Its two halves, [`prepare`] (the write's own orders) and [`PreparedWrite::commit`] (the rows every
 //! write of the account shares), let the poller write one page's orders while the write before commits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -581,9 +581,11 @@ async fn replace_lines_and_packages(
     Ok(())
 }
 
-/// The statuses and currencies without a mapping that a write's orders carried, counted.
+/// The statuses and currencies without a mapping that a write's orders carried, counted. In key order,
+/// so that concurrent writes (of two accounts of one marketplace) update the rows they share in the same
+/// order and never deadlock on them.
 #[derive(Default)]
-struct UnknownValues(HashMap<(&'static str, String), i64>);
+struct UnknownValues(BTreeMap<(&'static str, String), i64>);
 
 impl UnknownValues {
     /// Counts those of `rows`.
