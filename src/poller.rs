@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::StreamExt;
@@ -32,8 +33,8 @@ use tracing::Instrument;
 use crate::config::AccountConfig;
 use crate::domain::{MarketplaceKind, Order};
 use crate::marketplace::{
-    Disposition, Marketplace, MarketplaceError, MoreOrders, Page, PageRequest, StreamPlan,
-    StreamSpec,
+    Disposition, Marketplace, MarketplaceError, MoreOrders, Page, PageRequest, StoredOrders,
+    StreamPlan, StreamSpec,
 };
 use crate::ops::metrics;
 use crate::store::leases::{self, Lease};
@@ -547,7 +548,18 @@ impl AccountPoller {
         totals: &mut RunTotals,
     ) -> Result<bool, PollError> {
         let spec = run.spec;
-        let mut fetches = Fetches::new(planner, self.fetcher(spec, run), self.account.page_size);
+        let stored = run.changed_since.map(|_| {
+            Arc::new(StoredVersions {
+                pool: self.pool.clone(),
+                account_id: self.account_id,
+            }) as Arc<dyn StoredOrders>
+        });
+        let mut fetches = Fetches::new(
+            planner,
+            self.fetcher(spec, run),
+            self.account.page_size,
+            stored,
+        );
         let beginning = Beginning::default();
         // The writes under way, in write order (at most `WRITES_UNDER_WAY`), and the orders of each
         // when the next may be written beside them.
@@ -1160,10 +1172,17 @@ struct Fetches {
     discarded: HashSet<Slot>,
     fetcher: PageFetcher,
     page_size: u32,
+    /// [`PageRequest::stored`] of every request of the run.
+    stored: Option<Arc<dyn StoredOrders>>,
 }
 
 impl Fetches {
-    fn new(planner: LanePlanner, fetcher: PageFetcher, page_size: u32) -> Fetches {
+    fn new(
+        planner: LanePlanner,
+        fetcher: PageFetcher,
+        page_size: u32,
+        stored: Option<Arc<dyn StoredOrders>>,
+    ) -> Fetches {
         Fetches {
             planner,
             lanes: Vec::new(),
@@ -1173,6 +1192,7 @@ impl Fetches {
             discarded: HashSet::new(),
             fetcher,
             page_size,
+            stored,
         }
     }
 
@@ -1207,8 +1227,12 @@ impl Fetches {
             let Some(slot) = self.next_slot(lane, new_lanes, ahead) else {
                 break;
             };
-            let request =
-                self.lanes[slot.lane].request(slot.token.clone(), self.page_size, changed_since);
+            let request = self.lanes[slot.lane].request(
+                slot.token.clone(),
+                self.page_size,
+                changed_since,
+                self.stored.clone(),
+            );
             self.asked.insert(slot.clone());
             let fetcher = self.fetcher.clone();
             self.in_flight.spawn(
@@ -1447,6 +1471,26 @@ struct PageFetcher {
     shutdown: CancellationToken,
 }
 
+/// [`StoredOrders`] of one account, read from the store. A failed read is logged and answered with
+/// nothing stored: the adapter then completes every order from the API.
+#[derive(Debug)]
+struct StoredVersions {
+    pool: PgPool,
+    account_id: i64,
+}
+
+#[async_trait]
+impl StoredOrders for StoredVersions {
+    async fn source_updated_at(&self, external_ids: &[String]) -> HashMap<String, DateTime<Utc>> {
+        orders::source_updated_at(&self.pool, self.account_id, external_ids)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read the stored orders' change times; reading them all again");
+                HashMap::new()
+            })
+    }
+}
+
 /// The wait before the next try of a page: the backoff's delay (`None` once its retries are spent),
 /// at least the API's `Retry-After`. A `Retry-After` never adds a try: a page the API answers with one
 /// every time would otherwise hold the run, and with it the account's polling, for ever.
@@ -1609,6 +1653,7 @@ impl Lane {
         page: Option<String>,
         page_size: u32,
         changed_since: Option<DateTime<Utc>>,
+        stored: Option<Arc<dyn StoredOrders>>,
     ) -> PageRequest {
         PageRequest {
             from: self.from,
@@ -1617,6 +1662,7 @@ impl Lane {
             page_size,
             order_ids: self.order_ids.clone(),
             changed_since,
+            stored,
         }
     }
 

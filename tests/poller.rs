@@ -1719,3 +1719,95 @@ async fn the_daemon_keeps_all_five_marketplaces_in_step() {
     stop.cancel();
     daemon.await.unwrap().unwrap();
 }
+
+/// i1 completes each listed order with requests of its own (its items, addresses and plans). A quiet
+/// run lists again the orders changed within the overlap but reads none of them again: two requests,
+/// the list and the items changed since. An item that changed without its order brings that order,
+/// and only it, back: the change is stored. An order read torn (listed before a change, its items
+/// after it) is not taken for stored as listed by the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_changed() {
+    let api = Api::I1;
+    let mut env = SyncEnv::start(40).await;
+    let account = env.account(api);
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    let account_id = env.accounts[api.name()];
+    let token = CancellationToken::new();
+    let poll = || poller.poll(RunMode::Live, &token, &NoProgress);
+    assert_succeeded(api, &poll().await);
+    let changed = env.sandbox.change_orders(api, 5);
+    assert_eq!(changed.len(), 5);
+    assert_succeeded(api, &poll().await);
+
+    env.sandbox.clear_audit();
+    assert_succeeded(api, &poll().await);
+    let audit = env.sandbox.audit();
+    let asked: Vec<String> = audit
+        .iter()
+        .map(|e| format!("{} {}", e.path, e.query.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(audit.len(), 2, "a quiet run: {asked:#?}");
+    assert_eq!(audit[0].path, "/orders/", "{asked:#?}");
+    assert_eq!(audit[1].path, "/order-items/", "{asked:#?}");
+    let listed_since = query_value(&audit[0], "updated_at__gte")
+        .map(|since| since.parse::<DateTime<Utc>>().unwrap())
+        .expect("the list asks for changes since a time");
+    let relisted = env
+        .sandbox
+        .orders(api)
+        .into_iter()
+        .filter(|o| changed.contains(&o.external_id) && o.updated_at >= listed_since)
+        .count();
+    assert_eq!(
+        relisted, 5,
+        "the changed orders lie within the overlap and were listed again"
+    );
+
+    let items_of = |id: &str| {
+        sqlx::query_scalar::<_, String>(
+            "select (raw->'items')::text from orders where account_id = $1 and external_id = $2",
+        )
+        .bind(account_id)
+        .bind(id.to_owned())
+        .fetch_one(&env.db.pool)
+    };
+    let before = items_of(&changed[0]).await.unwrap();
+    assert!(env.sandbox.change_item(api, &changed[0]));
+    env.sandbox.clear_audit();
+    assert_succeeded(api, &poll().await);
+    let after = items_of(&changed[0]).await.unwrap();
+    assert_ne!(before, after, "the item's change is stored");
+    let number: String = sqlx::query_scalar(
+        "select order_number from orders where account_id = $1 and external_id = $2",
+    )
+    .bind(account_id)
+    .bind(&changed[0])
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    let items_read: Vec<String> = env
+        .sandbox
+        .audit()
+        .into_iter()
+        .filter_map(|e| query_value(&e, "order__number"))
+        .collect();
+    assert_eq!(
+        items_read,
+        vec![number],
+        "only the order whose item changed is read again"
+    );
+    assert_in_step(&env, api).await;
+
+    // Orders that change between the list and their items' requests are stored as listed, beside
+    // their changed items: the next run still reads them again.
+    env.sandbox.change_while_paging(api, 1, 40);
+    assert_succeeded(api, &poll().await);
+    assert_succeeded(api, &poll().await);
+    assert_in_step(&env, api).await;
+}
+
+/// The value of the query parameter `name` of a request the sandbox received.
+fn query_value(entry: &ordersync::sandbox::audit::AuditEntry, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(entry.query.as_deref()?.as_bytes())
+        .find_map(|(key, value)| (key == name).then(|| value.into_owned()))
+}

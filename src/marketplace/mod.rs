@@ -5,6 +5,8 @@
 //! Adding a marketplace means one new module here and one arm in [`build`].
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -199,7 +201,7 @@ pub enum StreamPlan {
 }
 
 /// One request for a page.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PageRequest {
     /// The window `[from, to)`; for [`StreamPlan::OpenOrders`] both are the run's upper bound.
     pub from: DateTime<Utc>,
@@ -213,6 +215,20 @@ pub struct PageRequest {
     /// an adapter whose pages list the newest changes first may end the window at the first order
     /// changed before it. `None` on a backfill or a replay, which read every page.
     pub changed_since: Option<DateTime<Utc>>,
+    /// On an incremental live run, what the database holds of the account's orders: an adapter that
+    /// makes requests of their own to complete each listed order may leave out an order stored as it
+    /// is listed. `None` on a backfill or a replay.
+    pub stored: Option<Arc<dyn StoredOrders>>,
+}
+
+/// The account's orders as the database holds them, for an adapter deciding whether a listed order
+/// changed since it was stored.
+#[async_trait]
+pub trait StoredOrders: fmt::Debug + Send + Sync {
+    /// The [`Order::source_updated_at`] stored for each of `external_ids` the database holds with one.
+    /// Empty when the database cannot be read: every order is then completed from the API, as on a
+    /// backfill.
+    async fn source_updated_at(&self, external_ids: &[String]) -> HashMap<String, DateTime<Utc>>;
 }
 
 /// One page of orders.

@@ -635,6 +635,21 @@ impl FakeApi for Store {
         }
     }
 
+    fn change_item(&mut self, external_id: &str, now: DateTime<Utc>) -> bool {
+        let now = micros(now);
+        let Some(&item) = self
+            .order_by_id
+            .get(external_id)
+            .and_then(|&idx| self.orders[idx].items.first())
+        else {
+            return false;
+        };
+        let item = &mut self.items[item];
+        item.estimated_delivery_date = Some(now + Duration::days(5));
+        item.updated_at = now;
+        true
+    }
+
     fn snapshot(&self) -> Vec<SandboxOrder> {
         self.orders.iter().map(|o| self.snapshot_of(o)).collect()
     }

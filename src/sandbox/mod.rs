@@ -203,6 +203,13 @@ pub(crate) trait FakeApi: Send + 'static {
         external_id: &str,
         now: DateTime<Utc>,
     ) -> bool;
+    /// Changes one of this order's items without touching the order's own record (the warehouse
+    /// moving an item's estimated delivery); false when it is unknown, or where items are part of the
+    /// order's record.
+    fn change_item(&mut self, external_id: &str, now: DateTime<Utc>) -> bool {
+        let _ = (external_id, now);
+        false
+    }
     fn snapshot(&self) -> Vec<SandboxOrder>;
 }
 
@@ -407,6 +414,13 @@ impl Sandbox {
         self.shared.with_store(api, |store, generator| {
             store.change_order(generator, external_id, Utc::now())
         })
+    }
+
+    /// Changes one of this order's items without touching the order's own record (i1, whose items
+    /// are a resource of their own); false when it is unknown or `api` keeps items in the order.
+    pub fn change_item(&self, api: Api, external_id: &str) -> bool {
+        self.shared
+            .with_store(api, |store, _| store.change_item(external_id, Utc::now()))
     }
 
     /// After `after_list_requests` more successful read requests to `api` have been answered, change `n`

@@ -704,6 +704,24 @@ pub async fn open_orders_start(
     .await
 }
 
+/// The marketplace's last-change time ([`Order::source_updated_at`]) stored for each of `external_ids`
+/// the account holds with one.
+pub async fn source_updated_at(
+    db: &PgPool,
+    account_id: i64,
+    external_ids: &[String],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "select external_id, source_updated_at from orders
+         where account_id = $1 and external_id = any($2) and source_updated_at is not null",
+    )
+    .bind(account_id)
+    .bind(external_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Reads one stored order back into its domain form (lines and packages included), as the outbox needs it
 /// to check a transition against the order's last known state.
 pub async fn load(

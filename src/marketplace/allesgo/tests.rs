@@ -546,6 +546,7 @@ fn window() -> PageRequest {
         page_size: 200,
         order_ids: Vec::new(),
         changed_since: None,
+        stored: None,
     }
 }
 

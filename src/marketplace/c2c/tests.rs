@@ -366,6 +366,7 @@ fn request(order_ids: &[&str]) -> PageRequest {
         page_size: 25,
         order_ids: order_ids.iter().map(|s| (*s).to_owned()).collect(),
         changed_since: None,
+        stored: None,
     }
 }
 

@@ -546,6 +546,7 @@ fn window_request() -> PageRequest {
         page_size: 100,
         order_ids: vec![],
         changed_since: None,
+        stored: None,
     }
 }
 

@@ -209,6 +209,10 @@ pub(super) struct WireItem {
         deserialize_with = "crate::marketplace::payload::de::opt_text"
     )]
     pub cancel_status: Option<String>,
+    /// Unreadable counts as absent: the item is still stored, and its order is then always read
+    /// again in full ([`super::I1`] cannot tell whether it changed).
+    #[serde(default, deserialize_with = "lenient_date_time")]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// A customer address as listed by `customer-addresses/`.
@@ -390,6 +394,13 @@ fn date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D
         Some(s) if s.trim().is_empty() => Ok(None),
         Some(s) => parse_date_time(&s).map(Some).map_err(D::Error::custom),
     }
+}
+
+fn lenient_date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|s| parse_date_time(s).ok()))
 }
 
 /// An i1 date-time: RFC 3339 (the API sends UTC with `Z`); one without an offset is taken as

@@ -280,6 +280,7 @@ mod tests {
             page_size: 2,
             order_ids: Vec::new(),
             changed_since: None,
+            stored: None,
         }
     }
 

@@ -342,6 +342,7 @@ impl Labs {
             page_size: 100,
             order_ids: Vec::new(),
             changed_since: None,
+            stored: None,
         };
         for _ in 0..READ_BACK_PAGES {
             if wanted.is_empty() {
