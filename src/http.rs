@@ -407,6 +407,56 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(after.min(MAX_RETRY_AFTER))
 }
 
+/// The forms a secret takes in a text a client or an API wrote: as it is; URL-encoded (a query);
+/// escaped in a JSON string, the way common encoders write it (`serde_json`; with `/` as `\/`, as
+/// PHP does; with every other character as `\uXXXX`, as Python does); and HTML-escaped (an error
+/// page). An API that echoes a request back may use any of them.
+fn written_forms(secret: String) -> Vec<String> {
+    let url = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
+    let quoted = serde_json::Value::String(secret.clone()).to_string();
+    let json = quoted[1..quoted.len() - 1].to_owned();
+    let ascii = |upper: bool| {
+        let mut out = String::with_capacity(json.len());
+        for c in json.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    out.push_str(&if upper {
+                        format!("\\u{unit:04X}")
+                    } else {
+                        format!("\\u{unit:04x}")
+                    });
+                }
+            }
+        }
+        out
+    };
+    let (ascii_lower, ascii_upper) = (ascii(false), ascii(true));
+    let html = |apostrophe: &str| {
+        secret
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', apostrophe)
+    };
+    let mut forms = vec![
+        html("&#39;"),
+        html("&#x27;"),
+        json.replace('/', "\\/"),
+        ascii_lower.replace('/', "\\/"),
+        ascii_lower,
+        ascii_upper,
+        json,
+        url,
+        secret,
+    ];
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
 /// The first characters of a text, for error messages.
 fn excerpt(text: &str) -> String {
     let mut out: String = text.chars().take(EXCERPT_CHARS).collect();
@@ -419,8 +469,8 @@ fn excerpt(text: &str) -> String {
 /// Replaces an account's secret values by `***` in any text.
 #[derive(Clone, Default)]
 pub struct Redactor {
-    /// Every secret as it may appear: as it is and URL-encoded, longest first, so a secret that
-    /// contains another is scrubbed whole.
+    /// Every secret as it may appear ([`written_forms`]), longest first, so a secret that contains
+    /// another is scrubbed whole.
     forms: Arc<Vec<String>>,
 }
 
@@ -429,11 +479,7 @@ impl Redactor {
         let mut forms: Vec<String> = secrets
             .into_iter()
             .filter(|s| s.len() >= MIN_SECRET_LEN)
-            .flat_map(|secret| {
-                let encoded =
-                    url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>();
-                [secret, encoded]
-            })
+            .flat_map(written_forms)
             .collect();
         forms.sort_by_key(|s| std::cmp::Reverse(s.len()));
         forms.dedup();
@@ -521,6 +567,28 @@ mod tests {
             r.redact(text),
             "GET /x?access_token=*** failed; body said ***; ab stays"
         );
+    }
+
+    #[test]
+    fn redactor_scrubs_secrets_escaped_in_json_and_html() {
+        let secret = "k\"ey/ş'<&>\\z";
+        let r = Redactor::new(vec![secret.into()]);
+        let json = serde_json::json!({ "echo": secret }).to_string();
+        assert_eq!(r.redact(&json), r#"{"echo":"***"}"#);
+        for written in [
+            r#"{"echo":"k\"ey\/ş'<&>\\z"}"#,
+            r#"{"echo":"k\"ey/\u015f'<&>\\z"}"#,
+            r#"{"echo":"k\"ey\/\u015f'<&>\\z"}"#,
+            r#"{"echo":"k\"ey/\u015F'<&>\\z"}"#,
+        ] {
+            assert_eq!(r.redact(written), r#"{"echo":"***"}"#, "{written}");
+        }
+        for written in [
+            "<p>k&quot;ey/ş&#39;&lt;&amp;&gt;\\z</p>",
+            "<p>k&quot;ey/ş&#x27;&lt;&amp;&gt;\\z</p>",
+        ] {
+            assert_eq!(r.redact(written), "<p>***</p>", "{written}");
+        }
     }
 
     /// What [`retry_after`] makes of this header value.
