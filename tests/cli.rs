@@ -506,13 +506,23 @@ fn bad_command_lines_are_usage_errors_with_a_message() {
         .unwrap();
     let out = assert_refused("unknown account", &output, 2);
     assert!(out.contains("nobody"), "{out}");
-    // A database that cannot be reached is an error (1) with its cause, not a panic.
-    for url in ["postgres://nobody@127.0.0.1:1/none", "not a url at all"] {
-        let output = ordersync()
-            .arg("status")
-            .env("DATABASE_URL", url)
-            .output()
-            .unwrap();
-        assert_refused(url, &output, 1);
-    }
+    // A database that cannot be reached is an error (1) with its cause, not a panic; a URL that
+    // cannot name one is a configuration error.
+    let unreachable = "postgres://nobody@127.0.0.1:1/none";
+    let output = ordersync()
+        .arg("status")
+        .env("DATABASE_URL", unreachable)
+        .output()
+        .unwrap();
+    assert_refused(unreachable, &output, 1);
+    let output = ordersync()
+        .arg("status")
+        .env("DATABASE_URL", "not a url at all")
+        .output()
+        .unwrap();
+    let out = assert_refused("not a URL", &output, 2);
+    assert!(
+        out.contains("database.url") && out.contains("DATABASE_URL"),
+        "{out}"
+    );
 }

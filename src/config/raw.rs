@@ -174,6 +174,30 @@ fn default_schedule() -> String {
 fn default_initial_sync_days() -> u32 {
     30
 }
+/// Why `url` is no PostgreSQL connection URL, in words that never quote it (it may hold a password);
+/// `None` when it is one.
+fn database_url_problem(url: &str) -> Option<String> {
+    let parsed = match Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("is not a URL ({e})")),
+    };
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Some("must be a postgres:// or postgresql:// URL".to_owned());
+    }
+    let problem = url.parse::<sqlx::postgres::PgConnectOptions>().err()?;
+    let mut problem = problem.to_string();
+    let passwords = parsed.password().into_iter().map(str::to_owned).chain(
+        parsed
+            .query_pairs()
+            .filter(|(key, _)| key == "password")
+            .map(|(_, value)| value.into_owned()),
+    );
+    for password in passwords.filter(|p| !p.is_empty()).collect::<Vec<_>>() {
+        problem = problem.replace(&password, "***");
+    }
+    Some(format!("is not a PostgreSQL connection URL ({problem})"))
+}
+
 fn default_overlap() -> Duration {
     Duration::from_secs(600)
 }
@@ -323,7 +347,13 @@ pub(super) fn load(options: &LoadOptions) -> Result<(Settings, Vec<String>), Con
 
     let database = DatabaseSettings {
         url: match &raw.database.url {
-            Some(source) => Some(resolve("database.url".to_owned(), source)?),
+            Some(source) => {
+                let url = resolve("database.url".to_owned(), source)?;
+                if let Some(problem) = database_url_problem(url.expose()) {
+                    return Err(invalid("database.url".to_owned(), problem));
+                }
+                Some(url)
+            }
             None => None,
         },
         max_connections: raw.database.max_connections.max(1),

@@ -258,3 +258,51 @@ fn a_base_url_holding_credentials_is_refused_without_showing_them() {
         "https://seller.example/api/"
     );
 }
+
+#[test]
+fn a_database_url_that_cannot_connect_anywhere_is_refused_by_key_without_showing_it() {
+    let password = "pw-s3cret";
+    for (url, problem) in [
+        (
+            format!("postgres://u:{password}@host:notaport/db"),
+            "is not a URL",
+        ),
+        (
+            format!("mysql://u:{password}@host/db"),
+            "must be a postgres://",
+        ),
+        (
+            format!("postgres://u:{password}@host/db?sslmode=bogus"),
+            "is not a PostgreSQL connection URL",
+        ),
+        (format!("u:{password}@host/db"), "must be a postgres://"),
+        (password.to_owned(), "is not a URL"),
+    ] {
+        for (file, env) in [
+            (format!("[database]\nurl = \"{url}\"\n"), vec![]),
+            (String::new(), vec![("DATABASE_URL", url.as_str())]),
+        ] {
+            let message = match load_with_env(format!("{file}{LABS}token = \"t0ken\"\n"), &env) {
+                Ok(_) => panic!("accepted: {url}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.contains("database.url"), "{message}");
+            assert!(message.contains(problem), "{message}");
+            assert!(!message.contains(password), "{message}");
+            if !env.is_empty() {
+                assert!(message.contains("DATABASE_URL"), "{message}");
+            }
+        }
+    }
+    for url in [
+        "postgres://u:p@127.0.0.1:5432/db?sslmode=disable",
+        "postgresql:///ordersync?host=/var/run/postgresql",
+    ] {
+        let settings = load_with_env(
+            LABS.to_owned() + "token = \"t0ken\"\n",
+            &[("DATABASE_URL", url)],
+        )
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(settings.database.url.unwrap().expose(), url);
+    }
+}
