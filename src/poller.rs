@@ -1312,7 +1312,8 @@ impl Fetches {
     }
 
     /// The next page worth asking for, planning a new lane (when `new_lanes`) if that is what comes
-    /// next; with `ahead` false, only a page of the lane being written.
+    /// next; with `ahead` false, only a page of the lane being written, planning it when it is not yet
+    /// (whatever holds the room ahead, pages asked for past a lane's end say: the run needs it).
     fn next_slot(&mut self, writing: usize, new_lanes: bool, ahead: bool) -> Option<Slot> {
         let (marketplace, stream) = (&self.fetcher.marketplace, self.fetcher.stream);
         let previous = writing
@@ -1355,7 +1356,10 @@ impl Fetches {
                 }
             }
         }
-        if !new_lanes || !ahead || self.lanes.len() > writing + FETCH_AHEAD {
+        if !new_lanes || (!ahead && writing < self.lanes.len()) {
+            return None;
+        }
+        if self.lanes.len() > writing + FETCH_AHEAD {
             return None;
         }
         let lane = self.planner.next_lane(self.lanes.last())?;
@@ -1842,6 +1846,63 @@ mod tests {
             retry_after,
             ambiguous: false,
         }
+    }
+
+    /// A marketplace the tests below never ask for a page.
+    struct Unasked;
+
+    #[async_trait]
+    impl Marketplace for Unasked {
+        fn streams(&self) -> Vec<StreamSpec> {
+            Vec::new()
+        }
+
+        async fn fetch_page(
+            &self,
+            _stream: &str,
+            _request: &PageRequest,
+        ) -> Result<Page, MarketplaceError> {
+            panic!("no page is asked for")
+        }
+    }
+
+    /// The fetches of a run re-reading three batches of ids, none planned yet.
+    fn batches_run() -> Fetches {
+        let fetcher = PageFetcher {
+            marketplace: Arc::new(Unasked),
+            pool: PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap(),
+            account_id: 1,
+            account: "a".to_owned(),
+            kind: MarketplaceKind::C2c,
+            stream: "status",
+            run_id: 1,
+            settings: PollSettings::default(),
+            shutdown: CancellationToken::new(),
+        };
+        let batches = [["a"], ["b"], ["c"]].map(|ids| ids.map(String::from).to_vec());
+        let planner = LanePlanner::Batches {
+            batches: batches.into(),
+            to: Utc::now(),
+        };
+        Fetches::new(planner, fetcher, 50, None)
+    }
+
+    /// Without room ahead (pages asked for past a lane's end may still fill it), the lane to write
+    /// next is still planned; only lanes after it wait. When it was not, a run whose planned lanes
+    /// were all written ended there, reporting success with the rest of its range unread.
+    #[tokio::test]
+    async fn the_lane_to_write_next_is_planned_without_room_ahead() {
+        let mut fetches = batches_run();
+        let first = fetches.next_slot(0, true, false).expect("the first lane");
+        assert_eq!((first.lane, first.token), (0, None));
+        assert!(fetches.next_slot(0, true, false).is_none(), "a lane ahead");
+        let second = fetches.next_slot(1, true, false).expect("the second lane");
+        assert_eq!((second.lane, second.token), (1, None));
+        assert!(
+            fetches.next_slot(2, false, false).is_none(),
+            "new lanes refused"
+        );
+        assert_eq!(fetches.lanes.len(), 2);
     }
 
     #[test]
