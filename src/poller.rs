@@ -1485,11 +1485,11 @@ struct StoredVersions {
 
 #[async_trait]
 impl StoredOrders for StoredVersions {
-    async fn source_updated_at(&self, external_ids: &[String]) -> HashMap<String, DateTime<Utc>> {
-        orders::source_updated_at(&self.pool, self.account_id, external_ids)
+    async fn raw(&self, external_ids: &[String]) -> HashMap<String, String> {
+        orders::raw_of(&self.pool, self.account_id, external_ids)
             .await
             .unwrap_or_else(|error| {
-                tracing::warn!(%error, "could not read the stored orders' change times; reading them all again");
+                tracing::warn!(%error, "could not read the stored orders; reading them all again");
                 HashMap::new()
             })
     }

@@ -1723,8 +1723,9 @@ async fn the_daemon_keeps_all_five_marketplaces_in_step() {
 /// i1 completes each listed order with requests of its own (its items, addresses and plans). A quiet
 /// run lists again the orders changed within the overlap but reads none of them again: two requests,
 /// the list and the items changed since. An item that changed without its order brings that order,
-/// and only it, back: the change is stored. An order read torn (listed before a change, its items
-/// after it) is not taken for stored as listed by the next run.
+/// and only it, back: the change is stored. An answer of changed items that cannot be read costs only
+/// the requests it spares. An order read torn (listed before a change, its items after it) is not
+/// taken for stored as listed by the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_changed() {
     let api = Api::I1;
@@ -1797,6 +1798,37 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
         "only the order whose item changed is read again"
     );
     assert_in_step(&env, api).await;
+
+    // Once stored, the item's change is known.
+    env.sandbox.clear_audit();
+    assert_succeeded(api, &poll().await);
+    assert_eq!(
+        env.sandbox.audit().len(),
+        2,
+        "once stored, the item's change is known"
+    );
+
+    // The changed items unreadable only costs what they spare: the listed orders are read in full.
+    {
+        use ordersync::sandbox::faults::{Fault, FaultPlan};
+        env.sandbox.set_faults(
+            api,
+            FaultPlan::scripted([Fault::Slow(std::time::Duration::ZERO), Fault::Malformed]),
+        );
+    }
+    env.sandbox.clear_audit();
+    assert_succeeded(api, &poll().await);
+    let audit = env.sandbox.audit();
+    assert_eq!(audit[1].path, "/order-items/");
+    assert!(
+        audit
+            .iter()
+            .filter(|e| query_value(e, "order__number").is_some())
+            .count()
+            >= 5,
+        "the listed orders are read in full: {} requests",
+        audit.len()
+    );
 
     // Orders that change between the list and their items' requests are stored as listed, beside
     // their changed items: the next run still reads them again.

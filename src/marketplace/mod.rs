@@ -225,10 +225,10 @@ pub struct PageRequest {
 /// changed since it was stored.
 #[async_trait]
 pub trait StoredOrders: fmt::Debug + Send + Sync {
-    /// The [`Order::source_updated_at`] stored for each of `external_ids` the database holds with one.
-    /// Empty when the database cannot be read: every order is then completed from the API, as on a
-    /// backfill.
-    async fn source_updated_at(&self, external_ids: &[String]) -> HashMap<String, DateTime<Utc>>;
+    /// The raw payload ([`Order::raw`], as JSON text) stored for each of `external_ids` the database
+    /// holds. Empty when the database cannot be read: every order is then completed from the API, as
+    /// on a backfill.
+    async fn raw(&self, external_ids: &[String]) -> HashMap<String, String>;
 }
 
 /// One page of orders.

@@ -704,16 +704,14 @@ pub async fn open_orders_start(
     .await
 }
 
-/// The marketplace's last-change time ([`Order::source_updated_at`]) stored for each of `external_ids`
-/// the account holds with one.
-pub async fn source_updated_at(
+/// The raw payload ([`Order::raw`], as JSON text) stored for each of `external_ids` the account holds.
+pub async fn raw_of(
     db: &PgPool,
     account_id: i64,
     external_ids: &[String],
-) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
-    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
-        "select external_id, source_updated_at from orders
-         where account_id = $1 and external_id = any($2) and source_updated_at is not null",
+) -> Result<HashMap<String, String>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select external_id, raw::text from orders where account_id = $1 and external_id = any($2)",
     )
     .bind(account_id)
     .bind(external_ids)

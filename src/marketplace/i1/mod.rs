@@ -13,7 +13,9 @@
 //! These requests run a few at a time under the account's rate limit; [`Page::requests`] counts them.
 //! On an incremental run an order the database holds as listed needs none of them: one request for
 //! the items changed since the run's [`PageRequest::changed_since`] tells whether any of its items
-//! moved without it (`I1::without_unchanged`), so a quiet run makes two requests, not four an order.
+//! changed without it (`I1::without_unchanged`), so a quiet run makes two requests, not a few an
+//! order. Customer addresses carry no change time: an address edited in place is read again only
+//! with its order's next change.
 //!
 //! `Order.raw` is `{"order", "items", "shipping_address", "billing_address"[, "cancellation_plans"]}`,
 //! each exactly as received. Amounts are the API's decimal strings (or numbers) read from their
@@ -40,13 +42,15 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan,
-    StreamSpec, Transition, TransitionRefusal,
+    AppliedTransition, Disposition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap,
+    StreamPlan, StreamSpec, Transition, TransitionRefusal,
 };
 use crate::config::{AccountConfig, Credentials};
 use crate::domain::{Order, OrderState};
 use crate::http::HttpClient;
-use wire::{AddressRef, Assembled, BodyError, FetchedAddress, ListPage, WireAddress, WireItem};
+use wire::{
+    AddressRef, Assembled, BodyError, FetchedAddress, ListPage, StoredOrder, WireAddress, WireItem,
+};
 use wire::{WireOrder, WirePlan};
 
 const STREAMS: &[StreamSpec] = &[StreamSpec {
@@ -213,14 +217,13 @@ impl I1 {
     }
 
     /// `orders` without those stored as they are listed, on an incremental run: their items,
-    /// addresses and plans need no requests (a quiet run makes two: the list and one of the items
-    /// changed since [`PageRequest::changed_since`]). An order is stored as listed when its stored
-    /// `updated_at` ([`Order::source_updated_at`]) is the listed one and none of its items changed
-    /// after it. That is the order's own change time, not its items': its items are read after the
-    /// list, so a change between the two leaves newer items beside the listed order, and the next
-    /// run must still see the order's change. An item that changed without its order brings the
-    /// order back while the change is within the overlap. When the changed items take more than one
-    /// page, or one of them names no order or change time, every order is kept.
+    /// addresses and plans need no requests (a quiet run makes two: the list, and one of the items
+    /// changed since [`PageRequest::changed_since`]). An order is stored as listed when the stored
+    /// copy holds the very record listed, each of its items that changed since as it is now, and
+    /// cancellation plans wherever it may have some ([`StoredOrder::holds`]). Records are compared,
+    /// not change times: items are read after the list, so an order listed before a change and read
+    /// with the changed items must still look changed; a change committed after a later one carries
+    /// the earlier time; a time may be coarser than the changes it stamps.
     async fn without_unchanged(
         &self,
         request: &PageRequest,
@@ -231,41 +234,76 @@ impl I1 {
             return Ok(orders);
         };
         let ids: Vec<String> = orders.iter().map(|(_, order)| order.id.clone()).collect();
-        let mut unchanged = stored.source_updated_at(&ids).await;
-        unchanged.retain(|id, at| {
-            orders
-                .iter()
-                .any(|(_, order)| order.id == *id && order.updated_at == Some(*at))
-        });
+        let stored = stored.raw(&ids).await;
+        let mut unchanged: HashMap<String, StoredOrder> = orders
+            .iter()
+            .filter_map(|(raw, order)| {
+                let copy = StoredOrder::read(stored.get(&order.id)?)?;
+                copy.holds(raw, order).then(|| (order.id.clone(), copy))
+            })
+            .collect();
         if unchanged.is_empty() {
             return Ok(orders);
         }
-        let url = filtered_url(
-            &self.base_url,
-            "order-items",
-            "updated_at__gte",
-            &rfc3339(since),
-            request.page_size,
-        );
-        let what = format!("GET order-items/ updated since {}", rfc3339(since));
-        let (list, body) = self.get_list(&what, url, requests).await?;
-        if list.next.is_some() {
+        let Some(changed) = self
+            .items_changed_since(since, request.page_size, requests)
+            .await?
+        else {
             return Ok(orders);
-        }
-        for raw in &list.results {
-            let item = wire::parse::<WireItem>(raw)
-                .map_err(|reason| self.malformed(&what, format!("an item: {reason}"), &body))?;
-            let (Some(order), Some(at)) = (item.order, item.updated_at) else {
+        };
+        for (raw, item) in &changed {
+            let Some(order) = &item.order else {
                 return Ok(orders);
             };
-            if unchanged.get(&order).is_some_and(|stored| at > *stored) {
-                unchanged.remove(&order);
+            if unchanged.get(order).is_some_and(|copy| !copy.has_item(raw)) {
+                unchanged.remove(order);
             }
         }
         Ok(orders
             .into_iter()
             .filter(|(_, order)| !unchanged.contains_key(&order.id))
             .collect())
+    }
+
+    /// The items changed since `since`, when one page holds them and each can be read; `None`
+    /// otherwise, and when the API refuses the request (the caller then reads every listed order in
+    /// full: the request only spares others). Transient failures and refused credentials are errors.
+    async fn items_changed_since(
+        &self,
+        since: DateTime<Utc>,
+        page_size: u32,
+        requests: &AtomicU32,
+    ) -> Result<Option<Vec<(Value, WireItem)>>, MarketplaceError> {
+        let url = filtered_url(
+            &self.base_url,
+            "order-items",
+            "updated_at__gte",
+            &rfc3339(since),
+            page_size,
+        );
+        let what = format!("GET order-items/ updated since {}", rfc3339(since));
+        let list = match self.get_list(&what, url, requests).await {
+            Ok((list, _)) => list,
+            Err(error) if matches!(error.disposition(), Disposition::Fail) => {
+                tracing::warn!(%error, "reading every listed order in full");
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        if list.next.is_some() {
+            return Ok(None);
+        }
+        let mut items = Vec::with_capacity(list.results.len());
+        for raw in list.results {
+            match wire::parse::<WireItem>(&raw) {
+                Ok(item) => items.push((raw, item)),
+                Err(reason) => {
+                    tracing::warn!(request = %what, %reason, "a changed item cannot be read; reading every listed order in full");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(items))
     }
 
     /// The items of one order, every page of them.

@@ -209,10 +209,6 @@ pub(super) struct WireItem {
         deserialize_with = "crate::marketplace::payload::de::opt_text"
     )]
     pub cancel_status: Option<String>,
-    /// Unreadable counts as absent: the item is still stored, and its order is then always read
-    /// again in full ([`super::I1`] cannot tell whether it changed).
-    #[serde(default, deserialize_with = "lenient_date_time")]
-    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// A customer address as listed by `customer-addresses/`.
@@ -277,6 +273,48 @@ impl WireOrder {
             || items
                 .iter()
                 .any(|(_, i)| cancelling(i.status.as_deref(), i.cancel_status.as_deref()))
+    }
+}
+
+/// An order as ordersync stored it (the `Order.raw` of [`Assembled::into_order`]), read back to tell
+/// whether a listing shows anything new.
+#[derive(Debug, Deserialize)]
+pub(super) struct StoredOrder {
+    order: Value,
+    #[serde(default)]
+    items: Vec<Value>,
+    #[serde(default)]
+    cancellation_plans: Option<Vec<Value>>,
+}
+
+impl StoredOrder {
+    /// The stored copy in `text`; `None` when it is not one of an i1 order.
+    pub fn read(text: &str) -> Option<StoredOrder> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// Whether this copy holds `raw`, the order's record as listed now (`order` read from it), and
+    /// cancellation plans wherever the order may have some: a plan may be made after the change of
+    /// its order, so a copy stored without one is read again while the order is listed.
+    pub fn holds(&self, raw: &Value, order: &WireOrder) -> bool {
+        if self.order != *raw {
+            return false;
+        }
+        let items: Vec<(Value, WireItem)> = self
+            .items
+            .iter()
+            .filter_map(|raw| Some((raw.clone(), parse::<WireItem>(raw).ok()?)))
+            .collect();
+        !order.may_have_cancellation_plans(&items)
+            || self
+                .cancellation_plans
+                .as_ref()
+                .is_some_and(|plans| !plans.is_empty())
+    }
+
+    /// Whether this copy holds the item `raw` as it is now.
+    pub fn has_item(&self, raw: &Value) -> bool {
+        self.items.contains(raw)
     }
 }
 
@@ -394,13 +432,6 @@ fn date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D
         Some(s) if s.trim().is_empty() => Ok(None),
         Some(s) => parse_date_time(&s).map(Some).map_err(D::Error::custom),
     }
-}
-
-fn lenient_date_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    Ok(Option::<Value>::deserialize(d)?
-        .as_ref()
-        .and_then(Value::as_str)
-        .and_then(|s| parse_date_time(s).ok()))
 }
 
 /// An i1 date-time: RFC 3339 (the API sends UTC with `Z`); one without an offset is taken as
@@ -598,6 +629,47 @@ mod tests {
         assert_eq!(
             order.raw.value()["shipping_address"]["city"]["name"],
             "İstanbul"
+        );
+    }
+
+    /// A stored copy holds a listing when it holds the very record listed and, for an order that may
+    /// have cancellation plans, some plans; it holds an item only as it is.
+    #[test]
+    fn a_stored_copy_holds_the_record_listed_and_the_plans_it_may_have() {
+        let stored = |raw: &Value, plans: Vec<Value>, statuses: &StatusMap| {
+            let order = Assembled {
+                raw: raw.clone(),
+                order: parse(raw).unwrap(),
+                items: items(fixture!("order_items_45243494.json")),
+                shipping_address: None,
+                billing_address: None,
+                cancellation_plans: Some(plans),
+            }
+            .into_order(statuses);
+            StoredOrder::read(order.raw.json()).unwrap()
+        };
+        let cancelled = list(fixture!("orders_page.json")).results.remove(1);
+        let order: WireOrder = parse(&cancelled).unwrap();
+        let plans = list(fixture!("cancellation_plans.json")).results;
+        let copy = stored(&cancelled, plans, &statuses());
+        assert!(copy.holds(&cancelled, &order));
+        let mut changed = cancelled.clone();
+        changed["status"] = Value::from("800");
+        assert!(!copy.holds(&changed, &order), "another record");
+        let without_plans = stored(&cancelled, Vec::new(), &statuses());
+        assert!(
+            !without_plans.holds(&cancelled, &order),
+            "a cancelled order stored before its plans"
+        );
+
+        let (item, _) = items(fixture!("order_items_45243494.json")).remove(0);
+        assert!(copy.has_item(&item));
+        let mut moved = item.clone();
+        moved["tracking_number"] = Value::from("another");
+        assert!(!copy.has_item(&moved));
+        assert!(
+            StoredOrder::read("{\"items\": []}").is_none(),
+            "not an i1 copy"
         );
     }
 
