@@ -549,7 +549,7 @@ impl AccountPoller {
     ) -> Result<bool, PollError> {
         let spec = run.spec;
         let stored = run.changed_since.map(|_| {
-            Arc::new(StoredVersions {
+            Arc::new(AccountOrders {
                 pool: self.pool.clone(),
                 account_id: self.account_id,
             }) as Arc<dyn StoredOrders>
@@ -1478,13 +1478,13 @@ struct PageFetcher {
 /// [`StoredOrders`] of one account, read from the store. A failed read is logged and answered with
 /// nothing stored: the adapter then completes every order from the API.
 #[derive(Debug)]
-struct StoredVersions {
+struct AccountOrders {
     pool: PgPool,
     account_id: i64,
 }
 
 #[async_trait]
-impl StoredOrders for StoredVersions {
+impl StoredOrders for AccountOrders {
     async fn raw(&self, external_ids: &[String]) -> HashMap<String, String> {
         orders::raw_of(&self.pool, self.account_id, external_ids)
             .await
