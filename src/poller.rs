@@ -444,9 +444,11 @@ impl AccountPoller {
                         }
                     ) =>
                     {
+                        // Only changes since the registration matter: another stream backfills.
                         let registered =
                             store::accounts::registered_at(&self.pool, self.account_id).await?;
-                        ((registered.min(t0) - overlap).max(backfill_start), None)
+                        let since = (registered.min(t0) - overlap).max(backfill_start);
+                        (since, Some(since))
                     }
                     None => (backfill_start, None),
                 }

@@ -1721,13 +1721,14 @@ async fn the_daemon_keeps_all_five_marketplaces_in_step() {
 }
 
 /// i1 completes each listed order with requests of its own (its items, addresses and plans). A quiet
-/// run lists again the orders changed within the overlap but reads none of them again: two requests,
-/// the list and the items changed since. An item that changed without its order brings that order,
-/// and only it, back: the change is stored. An answer of changed items that cannot be read costs only
-/// the requests it spares. An order read torn (listed before a change, its items after it) is not
-/// taken for stored as listed by the next run.
+/// poll lists again the orders changed within the overlap but reads none of them again: two
+/// requests, the list of changed orders and the list of changed items (the `item-changes` stream). An
+/// item that changed without its order brings that order, and only it, back, whether the orders'
+/// list shows the order again or not. An answer of changed items that cannot be read fails only that
+/// stream's run. An order read torn (listed before a change, its items after it) is not taken for
+/// stored as listed by the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_changed() {
+async fn a_quiet_i1_poll_makes_two_requests_and_an_item_changed_alone_brings_its_order_back() {
     let api = Api::I1;
     let mut env = SyncEnv::start(40).await;
     let account = env.account(api);
@@ -1735,11 +1736,39 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
     let account_id = env.accounts[api.name()];
     let token = CancellationToken::new();
     let poll = || poller.poll(RunMode::Live, &token, &NoProgress);
+    // The first poll: the orders' backfill reads the items changed since the account was registered
+    // with their orders, so the first run of `item-changes` finds them stored and reads none again.
+    let first_ids: Vec<String> = env
+        .sandbox
+        .orders(api)
+        .into_iter()
+        .take(3)
+        .map(|o| o.external_id)
+        .collect();
+    for id in &first_ids {
+        assert!(env.sandbox.change_item(api, id));
+    }
+    env.sandbox.clear_audit();
     assert_succeeded(api, &poll().await);
+    let audit = env.sandbox.audit();
+    let item_pages = audit
+        .iter()
+        .filter(|e| e.path == "/order-items/" && query_value(e, "updated_at__gte").is_some())
+        .count();
+    let read_by_id = audit
+        .iter()
+        .filter(|e| e.path.starts_with("/orders/") && e.path != "/orders/")
+        .count();
+    assert_eq!(
+        (item_pages, read_by_id),
+        (1, 0),
+        "the changed items are listed, their orders not read again"
+    );
     let changed = env.sandbox.change_orders(api, 5);
     assert_eq!(changed.len(), 5);
     assert_succeeded(api, &poll().await);
 
+    // A quiet poll: one list of changed orders, one of changed items, nothing read again.
     env.sandbox.clear_audit();
     assert_succeeded(api, &poll().await);
     let audit = env.sandbox.audit();
@@ -1747,7 +1776,7 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
         .iter()
         .map(|e| format!("{} {}", e.path, e.query.as_deref().unwrap_or("")))
         .collect();
-    assert_eq!(audit.len(), 2, "a quiet run: {asked:#?}");
+    assert_eq!(audit.len(), 2, "a quiet poll: {asked:#?}");
     assert_eq!(audit[0].path, "/orders/", "{asked:#?}");
     assert_eq!(audit[1].path, "/order-items/", "{asked:#?}");
     let listed_since = query_value(&audit[0], "updated_at__gte")
@@ -1764,51 +1793,71 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
         "the changed orders lie within the overlap and were listed again"
     );
 
-    let items_of = |id: &str| {
-        sqlx::query_scalar::<_, String>(
-            "select (raw->'items')::text from orders where account_id = $1 and external_id = $2",
-        )
-        .bind(account_id)
-        .bind(id.to_owned())
-        .fetch_one(&env.db.pool)
-    };
-    let before = items_of(&changed[0]).await.unwrap();
+    // An item changes without its order: of an order listed again (within the overlap), and of one
+    // the orders' list no longer shows.
+    let unlisted = env
+        .sandbox
+        .orders(api)
+        .into_iter()
+        .find(|o| o.updated_at < listed_since)
+        .expect("an order changed before the overlap")
+        .external_id;
+    let pool = &env.db.pool;
+    let items_of =
+        |id: String| async move { stored_items_and_number(pool, account_id, &id).await.0 };
+    let before = [
+        items_of(changed[0].clone()).await,
+        items_of(unlisted.clone()).await,
+    ];
     assert!(env.sandbox.change_item(api, &changed[0]));
+    assert!(env.sandbox.change_item(api, &unlisted));
     env.sandbox.clear_audit();
     assert_succeeded(api, &poll().await);
-    let after = items_of(&changed[0]).await.unwrap();
-    assert_ne!(before, after, "the item's change is stored");
-    let number: String = sqlx::query_scalar(
-        "select order_number from orders where account_id = $1 and external_id = $2",
-    )
-    .bind(account_id)
-    .bind(&changed[0])
-    .fetch_one(&env.db.pool)
-    .await
-    .unwrap();
-    let items_read: Vec<String> = env
+    let after = [
+        items_of(changed[0].clone()).await,
+        items_of(unlisted.clone()).await,
+    ];
+    assert_ne!(
+        before[0], after[0],
+        "the listed order's item change is stored"
+    );
+    assert_ne!(
+        before[1], after[1],
+        "the unlisted order's item change is stored"
+    );
+    let mut items_read: Vec<String> = env
         .sandbox
         .audit()
         .into_iter()
         .filter_map(|e| query_value(&e, "order__number"))
         .collect();
+    items_read.sort();
+    let mut numbers = vec![
+        stored_items_and_number(pool, account_id, &changed[0])
+            .await
+            .1,
+        stored_items_and_number(pool, account_id, &unlisted).await.1,
+    ];
+    numbers.sort();
     assert_eq!(
-        items_read,
-        vec![number],
-        "only the order whose item changed is read again"
+        items_read, numbers,
+        "only the orders whose items changed are read again"
     );
     assert_in_step(&env, api).await;
 
-    // Once stored, the item's change is known.
+    // Once stored, the items' changes are known.
     env.sandbox.clear_audit();
     assert_succeeded(api, &poll().await);
     assert_eq!(
         env.sandbox.audit().len(),
         2,
-        "once stored, the item's change is known"
+        "once stored, the items' changes are known"
     );
 
-    // The changed items unreadable only costs what they spare: the listed orders are read in full.
+    // An unreadable list of changed items fails that stream's run, recorded with the body, and its
+    // cursor stays; the next poll reads the change.
+    let cursor = cursors(&env, api).await["item-changes"];
+    assert!(env.sandbox.change_item(api, &unlisted));
     {
         use ordersync::sandbox::faults::{Fault, FaultPlan};
         env.sandbox.set_faults(
@@ -1816,19 +1865,23 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
             FaultPlan::scripted([Fault::Slow(std::time::Duration::ZERO), Fault::Malformed]),
         );
     }
-    env.sandbox.clear_audit();
+    let reports = poll().await;
+    let outcomes: Vec<(&str, bool)> = reports
+        .iter()
+        .map(|r| (r.stream, matches!(r.outcome, StreamOutcome::Succeeded)))
+        .collect();
+    assert_eq!(outcomes, [("orders", true), ("item-changes", false)]);
+    assert_eq!(cursors(&env, api).await["item-changes"], cursor);
+    let (request, raw_body): (String, String) =
+        sqlx::query_as("select request, raw_body from payload_errors")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+    assert!(request.contains("order-items/"), "{request}");
+    assert!(!raw_body.is_empty());
+    let before = items_of(unlisted.clone()).await;
     assert_succeeded(api, &poll().await);
-    let audit = env.sandbox.audit();
-    assert_eq!(audit[1].path, "/order-items/");
-    assert!(
-        audit
-            .iter()
-            .filter(|e| query_value(e, "order__number").is_some())
-            .count()
-            >= 5,
-        "the listed orders are read in full: {} requests",
-        audit.len()
-    );
+    assert_ne!(before, items_of(unlisted.clone()).await);
 
     // Orders that change between the list and their items' requests are stored as listed, beside
     // their changed items: the next run still reads them again.
@@ -1836,6 +1889,52 @@ async fn a_quiet_i1_run_reads_no_listed_order_again_unless_one_of_its_items_chan
     assert_succeeded(api, &poll().await);
     assert_succeeded(api, &poll().await);
     assert_in_step(&env, api).await;
+}
+
+/// i1 lists orders by placement, filtered by change time: an order changing while a window is paged
+/// leaves it and moves every later order one place forward, one of them into a page already read.
+#[tokio::test]
+async fn an_i1_backfill_misses_no_order_when_changes_move_its_pages() {
+    let api = Api::I1;
+    let mut env = SyncEnv::start(300).await;
+    let mut account = env.account(api);
+    account.page_size = 3;
+    let poller = env.poller(&account, "replica-a", fast_retries()).await;
+    let token = CancellationToken::new();
+    for reads in 1..19 {
+        env.sandbox.change_while_paging(api, reads * 5, 3);
+    }
+    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+    let read_again = env
+        .sandbox
+        .audit()
+        .iter()
+        .filter(|e| {
+            e.path == "/orders/"
+                && query_value(e, "offset")
+                    .is_some_and(|offset| offset.parse::<u64>().unwrap() % 3 != 0)
+        })
+        .count();
+    assert!(read_again > 0, "pages were read again from earlier rows");
+    assert_succeeded(api, &poller.poll(RunMode::Live, &token, &NoProgress).await);
+    assert_in_step(&env, api).await;
+}
+
+/// An order's stored items (its raw payload's `items`, as JSON text) and its number.
+async fn stored_items_and_number(
+    pool: &sqlx::PgPool,
+    account_id: i64,
+    external_id: &str,
+) -> (String, String) {
+    sqlx::query_as(
+        "select (raw->'items')::text, order_number from orders
+         where account_id = $1 and external_id = $2",
+    )
+    .bind(account_id)
+    .bind(external_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 /// The value of the query parameter `name` of a request the sandbox received.

@@ -211,13 +211,14 @@ pub struct PageRequest {
     pub page_size: u32,
     /// For [`StreamPlan::OpenOrders`]: the external ids to re-read.
     pub order_ids: Vec<String>,
-    /// On an incremental live run, the time from which changes matter (the cursor minus the overlap):
+    /// On an incremental live run, the time from which changes matter (the cursor minus the overlap;
+    /// on the first run of a `changes_only` stream, the account's registration minus the overlap):
     /// an adapter whose pages list the newest changes first may end the window at the first order
     /// changed before it. `None` on a backfill or a replay, which read every page.
     pub changed_since: Option<DateTime<Utc>>,
-    /// On an incremental live run, what the database holds of the account's orders: an adapter that
-    /// makes requests of their own to complete each listed order may leave out an order stored as it
-    /// is listed. `None` on a backfill or a replay.
+    /// With [`PageRequest::changed_since`], what the database holds of the account's orders: an
+    /// adapter that makes requests of their own to complete each listed order may leave out an order
+    /// stored as it is listed. `None` on a backfill or a replay.
     pub stored: Option<Arc<dyn StoredOrders>>,
 }
 

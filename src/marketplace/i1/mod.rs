@@ -1,8 +1,18 @@
 //! The i1 adapter: Akinon's Seller Center integration API (REST/JSON, `docs/i1-seller.txt`).
 //!
-//! It owns the single stream `orders`: windows of at most one day over the orders' `updated_at`
-//! (`updated_at__gte = from`, `updated_at__lt = to`, RFC 3339 UTC), `limit = page_size`, following the
-//! list's `next` URL as the page token (accepted only on the base URL's scheme, host and port).
+//! It owns two streams, both windows of at most one day over `updated_at` (`updated_at__gte = from`,
+//! `updated_at__lt = to`, RFC 3339 UTC), `limit = page_size`, following the list's `next` URL as the
+//! page token (accepted only on the base URL's scheme, host and port):
+//! - `orders` lists the orders changed in the window (and backfills);
+//! - `item-changes` (changes only: it starts when the account was registered) lists the order items
+//!   changed in the window, since an item can change without its order's `updated_at` moving, and
+//!   reads each of their orders (`orders/{id}/`) unless the database holds the order with every one
+//!   of those items as listed.
+//!
+//! The lists are ordered by placement or creation, not by the time they are filtered on: a row that
+//! changes while its window is paged leaves the window and moves the rows after it one place
+//! forward. A page token carries the list's `count` as its page saw it, and a page that sees fewer
+//! rows is read again from as many rows earlier (`I1::window_page`), so no row is skipped.
 //!
 //! An i1 order is incomplete on its own: its items live on `order-items/` and its addresses on
 //! `customer-addresses/`. The documented filters take one value each (`order__number`, `id`), so for
@@ -11,11 +21,10 @@
 //! `cancellation-plans/?order=` request per order that is (or has an item that is) cancelling,
 //! cancelled or rejected or carries a `cancel_status` — other orders have no plan worth a request.
 //! These requests run a few at a time under the account's rate limit; [`Page::requests`] counts them.
-//! On an incremental run an order the database holds as listed needs none of them: one request for
-//! the items changed since the run's [`PageRequest::changed_since`] tells whether any of its items
-//! changed without it (`I1::without_unchanged`), so a quiet run makes two requests, not a few an
-//! order. Customer addresses carry no change time: an address edited in place is read again only
-//! with its order's next change.
+//! On an incremental run an order the database holds as listed needs none of them
+//! (`without_unchanged`), so a quiet poll makes two requests, one a stream, not a few an order.
+//! Customer addresses carry no change time: an address edited in place is read again only with its
+//! order's next change.
 //!
 //! `Order.raw` is `{"order", "items", "shipping_address", "billing_address"[, "cancellation_plans"]}`,
 //! each exactly as received. Amounts are the API's decimal strings (or numbers) read from their
@@ -42,8 +51,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::{
-    AppliedTransition, Disposition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap,
-    StreamPlan, StreamSpec, Transition, TransitionRefusal,
+    AppliedTransition, Marketplace, MarketplaceError, Page, PageRequest, StatusMap, StreamPlan,
+    StreamSpec, Transition, TransitionRefusal,
 };
 use crate::config::{AccountConfig, Credentials};
 use crate::domain::{Order, OrderState};
@@ -53,19 +62,34 @@ use wire::{
 };
 use wire::{WireOrder, WirePlan};
 
-const STREAMS: &[StreamSpec] = &[StreamSpec {
-    name: "orders",
-    plan: StreamPlan::Windows {
-        max_window: Some(Duration::from_secs(24 * 60 * 60)),
-        adaptive: false,
-        reread_open: false,
-        changes_only: false,
+const STREAMS: &[StreamSpec] = &[
+    StreamSpec {
+        name: "orders",
+        plan: StreamPlan::Windows {
+            max_window: Some(Duration::from_secs(24 * 60 * 60)),
+            adaptive: false,
+            reread_open: false,
+            changes_only: false,
+        },
     },
-}];
+    StreamSpec {
+        name: "item-changes",
+        plan: StreamPlan::Windows {
+            max_window: Some(Duration::from_secs(24 * 60 * 60)),
+            adaptive: false,
+            reread_open: false,
+            changes_only: true,
+        },
+    },
+];
 
 /// How many related-resource requests of one page are in flight at once. The account's rate limit
 /// still paces them; this only bounds the connections one page holds.
 const RELATED_CONCURRENCY: usize = 4;
+
+/// How many times a page is read again from earlier rows while rows keep leaving its window, before
+/// the page fails as a transient failure (retried like one).
+const MAX_REREADS: usize = 3;
 
 /// The i1 adapter for one account.
 pub struct I1 {
@@ -93,48 +117,200 @@ impl I1 {
     async fn fetch_orders(&self, request: &PageRequest) -> Result<Page, MarketplaceError> {
         let counter = AtomicU32::new(0);
         let requests = &counter;
-        let window = format!("{}–{}", rfc3339(request.from), rfc3339(request.to));
-        let (url, what) = match &request.page {
-            None => (
-                orders_url(&self.base_url, request),
-                format!("GET orders/ updated {window}"),
-            ),
-            Some(token) => {
-                let what = format!("GET orders/ updated {window} {}", page_label(token));
-                (self.same_origin(&what, token, token.as_bytes())?, what)
-            }
-        };
-        let (list, body) = self.get_list(&what, url, requests).await?;
-        let next = list
-            .next
-            .as_deref()
-            .map(|next| self.same_origin(&what, next, &body).map(String::from))
-            .transpose()?;
-        let orders = list
+        let page = self.window_page("orders", request, requests).await?;
+        let orders = page
             .results
             .into_iter()
-            .map(|raw| wire::parse::<WireOrder>(&raw).map(|order| (raw, order)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| self.malformed(&what, format!("an order: {reason}"), &body))?;
-        let orders = self.without_unchanged(request, orders, requests).await?;
-        let orders = self
-            .complete(&what, orders, &body, request.page_size, requests)
+            .map(|raw| self.listed(&page.what, raw, &page.body))
+            .collect::<Result<Vec<_>, _>>()?;
+        let orders = without_unchanged(request, orders).await;
+        self.completed(orders, page.next, request.page_size, requests)
+            .await
+    }
+
+    /// A page of the items changed in the window, as the orders they belong to, each read in full
+    /// (its record, items, addresses and plans) unless the database holds every one of its listed
+    /// items as it is now ([`PageRequest::stored`]). An item changes without its order's `updated_at`
+    /// moving, so the `orders` stream would not list the order again.
+    async fn fetch_item_changes(&self, request: &PageRequest) -> Result<Page, MarketplaceError> {
+        let counter = AtomicU32::new(0);
+        let requests = &counter;
+        let page = self.window_page("order-items", request, requests).await?;
+        let mut changed: Vec<(String, Vec<Value>)> = Vec::new();
+        let mut position: HashMap<String, usize> = HashMap::new();
+        for raw in page.results {
+            let item = wire::parse::<WireItem>(&raw).map_err(|reason| {
+                self.malformed(&page.what, format!("an item: {reason}"), &page.body)
+            })?;
+            let Some(order) = item.order else {
+                return Err(self.malformed(
+                    &page.what,
+                    format!("item {} names no order", item.id),
+                    &page.body,
+                ));
+            };
+            let at = *position.entry(order.clone()).or_insert_with(|| {
+                changed.push((order, Vec::new()));
+                changed.len() - 1
+            });
+            changed[at].1.push(raw);
+        }
+        let unheld = unheld(request, changed).await;
+        let reads: Vec<_> = unheld
+            .iter()
+            .map(|id| self.order_record(id, requests))
+            .collect();
+        let found: Vec<Option<Listed>> = futures::stream::iter(reads)
+            .buffered(RELATED_CONCURRENCY)
+            .try_collect()
             .await?;
+        let mut orders = Vec::with_capacity(found.len());
+        for (id, order) in unheld.iter().zip(found) {
+            match order {
+                Some(order) => orders.push(order),
+                None => tracing::warn!(order = %id, "the order of a changed item is not found"),
+            }
+        }
+        self.completed(orders, page.next, request.page_size, requests)
+            .await
+    }
+
+    /// The page of `orders`, completed, with the token of its window's next page.
+    async fn completed(
+        &self,
+        orders: Vec<Listed>,
+        next: Option<String>,
+        page_size: u32,
+        requests: &AtomicU32,
+    ) -> Result<Page, MarketplaceError> {
+        let orders = self.complete(orders, page_size, requests).await?;
         Ok(Page {
             orders,
             next,
-            requests: counter.load(Ordering::Relaxed),
+            requests: requests.load(Ordering::Relaxed),
             more: None,
         })
     }
 
-    /// Fetches what `orders` (read from `body`, a response to `what`) need to become complete
-    /// domain orders: their items, addresses and, where worth it, cancellation plans.
+    /// One page of the window `[from, to)` of `segment`'s list by `updated_at`: its first, or the
+    /// page of [`PageRequest::page`].
+    ///
+    /// The lists are ordered by placement or creation, not by the filtered time, so a row that
+    /// changes while the window is paged leaves it and moves every later row one place forward: the
+    /// row that crosses into a page already read would be skipped for good (an unchanged order of a
+    /// backfill is never listed again). So each page's token carries the list's `count` as that
+    /// page saw it, and a page that sees fewer rows is read again from as many rows earlier (rows
+    /// read twice are written again, unchanged). A row entering the window moves later rows back,
+    /// which repeats a row and skips none.
+    async fn window_page(
+        &self,
+        segment: &str,
+        request: &PageRequest,
+        requests: &AtomicU32,
+    ) -> Result<WindowPage, MarketplaceError> {
+        let window = format!("{}–{}", rfc3339(request.from), rfc3339(request.to));
+        let (url, what, seen) = match &request.page {
+            None => (
+                window_url(&self.base_url, segment, request),
+                format!("GET {segment}/ updated {window}"),
+                None,
+            ),
+            Some(token) => {
+                let what = format!("GET {segment}/ updated {window} {}", page_label(token));
+                let (url, seen) = self.page_token(&what, token)?;
+                (url, what, seen)
+            }
+        };
+        let (mut list, mut body) = self.get_list(&what, url.clone(), requests).await?;
+        // How many rows before the page's offset the answer in hand starts.
+        let mut read_back = 0;
+        for reread in 0.. {
+            let left = seen
+                .zip(list.count())
+                .map_or(0, |(seen, count)| seen.saturating_sub(count));
+            if left <= read_back {
+                break;
+            }
+            let Some(earlier) = earlier_page(&url, left) else {
+                break;
+            };
+            if reread == MAX_REREADS {
+                return Err(MarketplaceError::Transient {
+                    what,
+                    detail: "rows kept leaving the window while its page was read".to_owned(),
+                    retry_after: None,
+                    ambiguous: false,
+                });
+            }
+            (list, body) = self.get_list(&what, earlier, requests).await?;
+            read_back = left;
+        }
+        let next = list
+            .next
+            .as_deref()
+            .map(|next| {
+                let mut url = self.same_origin(&what, next, &body)?;
+                if let Some(count) = list.count() {
+                    url.set_fragment(Some(&format!("count={count}")));
+                }
+                Ok(url.to_string())
+            })
+            .transpose()?;
+        Ok(WindowPage {
+            what,
+            results: list.results,
+            body,
+            next,
+        })
+    }
+
+    /// The URL a page token asks for, and the list's count the page before it saw.
+    fn page_token(&self, what: &str, token: &str) -> Result<(Url, Option<u64>), MarketplaceError> {
+        let mut url = self.same_origin(what, token, token.as_bytes())?;
+        let seen = url
+            .fragment()
+            .and_then(|fragment| fragment.strip_prefix("count="))
+            .and_then(|count| count.parse().ok());
+        url.set_fragment(None);
+        Ok((url, seen))
+    }
+
+    /// An order record as read from `body` (the answer to `what`), with the addresses embedded in it.
+    fn listed(&self, what: &str, raw: Value, body: &[u8]) -> Result<Listed, MarketplaceError> {
+        let order = wire::parse::<WireOrder>(&raw)
+            .map_err(|reason| self.malformed(what, format!("an order: {reason}"), body))?;
+        let embedded = [
+            self.embedded(what, order.shipping_ref(), body)?,
+            self.embedded(what, order.billing_ref(), body)?,
+        ];
+        Ok(Listed {
+            raw,
+            order,
+            embedded,
+        })
+    }
+
+    /// One order's record by id; `None` when the API does not know it.
+    async fn order_record(
+        &self,
+        id: &str,
+        requests: &AtomicU32,
+    ) -> Result<Option<Listed>, MarketplaceError> {
+        let what = format!("GET orders/{id}/");
+        let Some((raw, body)) = self
+            .get_one(&what, order_url(&self.base_url, id), requests)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.listed(&what, raw, &body).map(Some)
+    }
+
+    /// Fetches what `orders` need to become complete domain orders: their items, addresses and,
+    /// where worth it, cancellation plans.
     async fn complete(
         &self,
-        what: &str,
-        orders: Vec<(Value, WireOrder)>,
-        body: &[u8],
+        orders: Vec<Listed>,
         page_size: u32,
         requests: &AtomicU32,
     ) -> Result<Vec<Order>, MarketplaceError> {
@@ -142,7 +318,7 @@ impl I1 {
         // the compiler's `Send` check of the `async_trait` future.
         let items_requests: Vec<_> = orders
             .iter()
-            .map(|(_, order)| self.items_of(order, page_size, requests))
+            .map(|listed| self.items_of(&listed.order, page_size, requests))
             .collect();
         let items: Vec<Vec<(Value, WireItem)>> = futures::stream::iter(items_requests)
             .buffered(RELATED_CONCURRENCY)
@@ -151,7 +327,7 @@ impl I1 {
 
         let address_ids: BTreeSet<String> = orders
             .iter()
-            .flat_map(|(_, o)| [o.shipping_ref(), o.billing_ref()])
+            .flat_map(|listed| [listed.order.shipping_ref(), listed.order.billing_ref()])
             .filter_map(|r| match r {
                 Some(AddressRef::Id(id)) => Some(id),
                 _ => None,
@@ -170,7 +346,8 @@ impl I1 {
         let plan_requests: Vec<_> = orders
             .iter()
             .zip(&items)
-            .map(|((_, order), items)| {
+            .map(|(listed, items)| {
+                let order = &listed.order;
                 let wanted = order.may_have_cancellation_plans(items);
                 async move {
                     if wanted {
@@ -186,124 +363,29 @@ impl I1 {
             .try_collect()
             .await?;
 
-        let mut embedded: Vec<[Option<FetchedAddress>; 2]> = Vec::with_capacity(orders.len());
-        for (_, order) in &orders {
-            embedded.push([
-                self.embedded(what, order.shipping_ref(), body)?,
-                self.embedded(what, order.billing_ref(), body)?,
-            ]);
-        }
         Ok(orders
             .into_iter()
             .zip(items)
             .zip(plans)
-            .zip(&embedded)
-            .map(
-                |((((raw, order), items), plans), [ship_embedded, bill_embedded])| {
-                    let shipping_address = resolve(order.shipping_ref(), &fetched, ship_embedded);
-                    let billing_address = resolve(order.billing_ref(), &fetched, bill_embedded);
-                    Assembled {
-                        raw,
-                        order,
-                        items,
-                        shipping_address,
-                        billing_address,
-                        cancellation_plans: plans,
-                    }
-                    .into_order(&self.statuses)
-                },
-            )
-            .collect())
-    }
-
-    /// `orders` without those stored as they are listed, on an incremental run: their items,
-    /// addresses and plans need no requests (a quiet run makes two: the list, and one of the items
-    /// changed since [`PageRequest::changed_since`]). An order is stored as listed when the stored
-    /// copy holds the very record listed, each of its items that changed since as it is now, and
-    /// cancellation plans wherever it may have some ([`StoredOrder::holds`]). Records are compared,
-    /// not change times: items are read after the list, so an order listed before a change and read
-    /// with the changed items must still look changed; a change committed after a later one carries
-    /// the earlier time; a time may be coarser than the changes it stamps.
-    async fn without_unchanged(
-        &self,
-        request: &PageRequest,
-        orders: Vec<(Value, WireOrder)>,
-        requests: &AtomicU32,
-    ) -> Result<Vec<(Value, WireOrder)>, MarketplaceError> {
-        let (Some(since), Some(stored)) = (request.changed_since, &request.stored) else {
-            return Ok(orders);
-        };
-        let ids: Vec<String> = orders.iter().map(|(_, order)| order.id.clone()).collect();
-        let stored = stored.raw(&ids).await;
-        let mut unchanged: HashMap<String, StoredOrder> = orders
-            .iter()
-            .filter_map(|(raw, order)| {
-                let copy = StoredOrder::read(stored.get(&order.id)?)?;
-                copy.holds(raw, order).then(|| (order.id.clone(), copy))
-            })
-            .collect();
-        if unchanged.is_empty() {
-            return Ok(orders);
-        }
-        let Some(changed) = self
-            .items_changed_since(since, request.page_size, requests)
-            .await?
-        else {
-            return Ok(orders);
-        };
-        for (raw, item) in &changed {
-            let Some(order) = &item.order else {
-                return Ok(orders);
-            };
-            if unchanged.get(order).is_some_and(|copy| !copy.has_item(raw)) {
-                unchanged.remove(order);
-            }
-        }
-        Ok(orders
-            .into_iter()
-            .filter(|(_, order)| !unchanged.contains_key(&order.id))
-            .collect())
-    }
-
-    /// The items changed since `since`, when one page holds them and each can be read; `None`
-    /// otherwise, and when the API refuses the request (the caller then reads every listed order in
-    /// full: the request only spares others). Transient failures and refused credentials are errors.
-    async fn items_changed_since(
-        &self,
-        since: DateTime<Utc>,
-        page_size: u32,
-        requests: &AtomicU32,
-    ) -> Result<Option<Vec<(Value, WireItem)>>, MarketplaceError> {
-        let url = filtered_url(
-            &self.base_url,
-            "order-items",
-            "updated_at__gte",
-            &rfc3339(since),
-            page_size,
-        );
-        let what = format!("GET order-items/ updated since {}", rfc3339(since));
-        let list = match self.get_list(&what, url, requests).await {
-            Ok((list, _)) => list,
-            Err(error) if matches!(error.disposition(), Disposition::Fail) => {
-                tracing::warn!(%error, "reading every listed order in full");
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        };
-        if list.next.is_some() {
-            return Ok(None);
-        }
-        let mut items = Vec::with_capacity(list.results.len());
-        for raw in list.results {
-            match wire::parse::<WireItem>(&raw) {
-                Ok(item) => items.push((raw, item)),
-                Err(reason) => {
-                    tracing::warn!(request = %what, %reason, "a changed item cannot be read; reading every listed order in full");
-                    return Ok(None);
+            .map(|((listed, items), plans)| {
+                let Listed {
+                    raw,
+                    order,
+                    embedded: [ship_embedded, bill_embedded],
+                } = listed;
+                let shipping_address = resolve(order.shipping_ref(), &fetched, &ship_embedded);
+                let billing_address = resolve(order.billing_ref(), &fetched, &bill_embedded);
+                Assembled {
+                    raw,
+                    order,
+                    items,
+                    shipping_address,
+                    billing_address,
+                    cancellation_plans: plans,
                 }
-            }
-        }
-        Ok(Some(items))
+                .into_order(&self.statuses)
+            })
+            .collect())
     }
 
     /// The items of one order, every page of them.
@@ -423,13 +505,14 @@ impl I1 {
         Ok(results)
     }
 
-    /// One GET of a list endpoint.
-    async fn get_list(
+    /// A request to `url` with the account's authentication header; `what` names it in the error
+    /// when the configuration cannot produce the header.
+    fn authorized(
         &self,
+        method: Method,
         what: &str,
-        url: Url,
-        requests: &AtomicU32,
-    ) -> Result<(ListPage, Bytes), MarketplaceError> {
+        url: &Url,
+    ) -> Result<reqwest::RequestBuilder, MarketplaceError> {
         let (name, value) = self
             .auth
             .clone()
@@ -438,13 +521,23 @@ impl I1 {
                 status: None,
                 message,
             })?;
-        let request = self
+        Ok(self
             .http
-            .request(Method::GET, url.as_str())
+            .request(method, url.as_str())
             .header(name, value)
             .header(ACCEPT, "application/json")
             // The API answers 415 without it, even on a GET.
-            .header(CONTENT_TYPE, "application/json");
+            .header(CONTENT_TYPE, "application/json"))
+    }
+
+    /// One GET of a list endpoint.
+    async fn get_list(
+        &self,
+        what: &str,
+        url: Url,
+        requests: &AtomicU32,
+    ) -> Result<(ListPage, Bytes), MarketplaceError> {
+        let request = self.authorized(Method::GET, what, &url)?;
         requests.fetch_add(1, Ordering::Relaxed);
         let response = self.http.send(what, request, wire::api_message).await?;
         match wire::parse_list(response.content_type.as_deref(), &response.body) {
@@ -456,6 +549,29 @@ impl I1 {
             }),
             Err(BodyError::Malformed(reason)) => Err(self.malformed(what, reason, &response.body)),
         }
+    }
+
+    /// One GET of a detail route: the object and the body, or `None` on 404.
+    async fn get_one(
+        &self,
+        what: &str,
+        url: Url,
+        requests: &AtomicU32,
+    ) -> Result<Option<(Value, Bytes)>, MarketplaceError> {
+        let request = self.authorized(Method::GET, what, &url)?;
+        requests.fetch_add(1, Ordering::Relaxed);
+        let response = match self.http.send(what, request, wire::api_message).await {
+            Err(MarketplaceError::Rejected {
+                status: Some(404), ..
+            }) => return Ok(None),
+            other => other?,
+        };
+        let value: Value = serde_json::from_slice(&response.body)
+            .map_err(|e| self.malformed(what, format!("not JSON: {e}"), &response.body))?;
+        if !value.is_object() {
+            return Err(self.malformed(what, "expected an order object", &response.body));
+        }
+        Ok(Some((value, response.body)))
     }
 
     /// A `next` link, accepted only on the base URL's origin: the token goes with every request.
@@ -486,6 +602,7 @@ impl Marketplace for I1 {
     ) -> Result<Page, MarketplaceError> {
         match stream {
             "orders" => self.fetch_orders(request).await,
+            "item-changes" => self.fetch_item_changes(request).await,
             other => Err(MarketplaceError::Rejected {
                 what: format!("i1 stream `{other}`"),
                 status: None,
@@ -543,6 +660,69 @@ fn auth_header(credentials: &Credentials) -> Result<(HeaderName, HeaderValue), S
     Ok((name, value))
 }
 
+/// `orders` without those the database holds as they are listed, on an incremental run
+/// ([`PageRequest::stored`]): their items, addresses and plans need no requests, so a quiet run
+/// makes one. An order is stored as listed when the stored copy holds the very record listed and
+/// cancellation plans wherever it may have some ([`StoredOrder::holds`]). Records are compared, not
+/// change times: items are read after the list, so an order listed before a change and read with the
+/// changed items must still look changed; a change committed after a later one carries the earlier
+/// time; a time may be coarser than the changes it stamps. An item changed without its order is the
+/// `item-changes` stream's.
+async fn without_unchanged(request: &PageRequest, orders: Vec<Listed>) -> Vec<Listed> {
+    let Some(stored) = &request.stored else {
+        return orders;
+    };
+    let ids: Vec<String> = orders.iter().map(|o| o.order.id.clone()).collect();
+    let stored = stored.raw(&ids).await;
+    orders
+        .into_iter()
+        .filter(|o| {
+            !stored
+                .get(&o.order.id)
+                .and_then(|text| StoredOrder::read(text))
+                .is_some_and(|copy| copy.holds(&o.raw, &o.order))
+        })
+        .collect()
+}
+
+/// The orders of `changed` (each with its items listed as changed) that the database does not hold
+/// with every one of those items as listed; all of them without [`PageRequest::stored`].
+async fn unheld(request: &PageRequest, changed: Vec<(String, Vec<Value>)>) -> Vec<String> {
+    let Some(stored) = &request.stored else {
+        return changed.into_iter().map(|(order, _)| order).collect();
+    };
+    let ids: Vec<String> = changed.iter().map(|(order, _)| order.clone()).collect();
+    let stored = stored.raw(&ids).await;
+    changed
+        .into_iter()
+        .filter(|(order, items)| {
+            !stored
+                .get(order)
+                .and_then(|text| StoredOrder::read(text))
+                .is_some_and(|copy| items.iter().all(|item| copy.has_item(item)))
+        })
+        .map(|(order, _)| order)
+        .collect()
+}
+
+/// An order record as listed or read, with the addresses embedded in it read too.
+struct Listed {
+    raw: Value,
+    order: WireOrder,
+    /// The shipping and billing addresses, where the record embeds them rather than naming them.
+    embedded: [Option<FetchedAddress>; 2],
+}
+
+/// A page of a window's list, read so that no row of the window is skipped.
+struct WindowPage {
+    /// The request, for errors about the answer.
+    what: String,
+    results: Vec<Value>,
+    body: Bytes,
+    /// The next page's token: the `next` link, with the list's count as this page saw it.
+    next: Option<String>,
+}
+
 /// The address an order refers to: fetched by id, or embedded in the order.
 fn resolve<'a>(
     reference: Option<AddressRef<'_>>,
@@ -570,13 +750,49 @@ fn endpoint(base: &Url, segment: &str) -> Url {
     url
 }
 
-/// The first page of an orders window.
-fn orders_url(base: &Url, request: &PageRequest) -> Url {
-    let mut url = endpoint(base, "orders");
+/// The first page of a window of `segment`'s list.
+fn window_url(base: &Url, segment: &str, request: &PageRequest) -> Url {
+    let mut url = endpoint(base, segment);
     url.query_pairs_mut()
         .append_pair("updated_at__gte", &rfc3339(request.from))
         .append_pair("updated_at__lt", &rfc3339(request.to))
         .append_pair("limit", &request.page_size.to_string());
+    url
+}
+
+/// `url`, a page of a limit/offset list, starting `rows` rows earlier and as many rows longer;
+/// `None` when it moves nothing (no rows, or no offset to move).
+fn earlier_page(url: &Url, rows: u64) -> Option<Url> {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let offset: u64 = pairs.iter().find(|(k, _)| k == "offset")?.1.parse().ok()?;
+    let start = offset.saturating_sub(rows);
+    if start == offset {
+        return None;
+    }
+    let mut earlier = url.clone();
+    earlier
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs.iter().map(|(key, value)| {
+            let value = match key.as_str() {
+                "offset" => start.to_string(),
+                "limit" => value.parse::<u64>().map_or_else(
+                    |_| value.clone(),
+                    |limit| (limit + offset - start).to_string(),
+                ),
+                _ => value.clone(),
+            };
+            (key, value)
+        }));
+    Some(earlier)
+}
+
+/// `base_url` + `orders/{id}/`.
+fn order_url(base: &Url, id: &str) -> Url {
+    let mut url = endpoint(base, "orders");
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push(id).push("");
+    }
     url
 }
 
@@ -689,18 +905,41 @@ mod tests {
     }
 
     #[test]
-    fn one_stream_of_day_windows() {
-        assert_eq!(STREAMS.len(), 1);
-        assert_eq!(STREAMS[0].name, "orders");
+    fn orders_and_item_changes_in_day_windows() {
+        let names: Vec<&str> = STREAMS.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["orders", "item-changes"]);
+        for (spec, changes_only) in STREAMS.iter().zip([false, true]) {
+            assert_eq!(
+                spec.plan,
+                StreamPlan::Windows {
+                    max_window: Some(Duration::from_secs(86_400)),
+                    adaptive: false,
+                    reread_open: false,
+                    changes_only
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_read_again_starts_as_many_rows_earlier() {
+        let page = Url::parse(
+            "https://example.com/api/i1/orders/?limit=100&offset=300&updated_at__gte=2024-05-01T00%3A00%3A00Z",
+        )
+        .unwrap();
+        let earlier = earlier_page(&page, 3).unwrap();
         assert_eq!(
-            STREAMS[0].plan,
-            StreamPlan::Windows {
-                max_window: Some(Duration::from_secs(86_400)),
-                adaptive: false,
-                reread_open: false,
-                changes_only: false
-            }
+            earlier.query(),
+            Some("limit=103&offset=297&updated_at__gte=2024-05-01T00%3A00%3A00Z")
         );
+        assert_eq!(
+            earlier_page(&page, 500).unwrap().query(),
+            Some("limit=400&offset=0&updated_at__gte=2024-05-01T00%3A00%3A00Z"),
+            "never before the first row"
+        );
+        assert_eq!(earlier_page(&page, 0), None, "no row left");
+        let first = Url::parse("https://example.com/api/i1/orders/?limit=100").unwrap();
+        assert_eq!(earlier_page(&first, 3), None, "no offset to move");
     }
 
     #[test]
@@ -724,7 +963,7 @@ mod tests {
         let base = Url::parse("https://example.com/api/i1/").unwrap();
         let mut request = window(None);
         request.to += chrono::Duration::milliseconds(250);
-        let url = orders_url(&base, &request);
+        let url = window_url(&base, "orders", &request);
         let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(url.path(), "/api/i1/orders/");
         assert_eq!(
@@ -891,6 +1130,75 @@ mod tests {
         assert_eq!(last.orders.len(), 1);
         assert_eq!(last.orders[0].state, OrderState::Unknown);
         assert_eq!(last.requests, 2);
+    }
+
+    /// Serves an empty orders list whose count drops by one with each request, `drops` times in all
+    /// (as if rows left the window meanwhile), and records each request's offset and limit.
+    async fn serve_shrinking(drops: u64) -> (String, Seen) {
+        async fn shrinking(
+            State((seen, drops)): State<(Seen, u64)>,
+            uri: Uri,
+            Query(query): Query<HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let asked = {
+                let mut seen = seen.0.lock().unwrap();
+                seen.push(format!(
+                    "offset={} limit={}",
+                    query["offset"], query["limit"]
+                ));
+                seen.len() as u64
+            };
+            let count = 100 - asked.min(drops);
+            let next = format!("{}?limit=2&offset=8", uri.path());
+            let body =
+                serde_json::json!({"count": count, "next": next, "previous": null, "results": []});
+            axum::Json(body).into_response()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/api/i1/", listener.local_addr().unwrap());
+        let seen = Seen::default();
+        let app = axum::Router::new()
+            .fallback(shrinking)
+            .with_state((seen.clone(), drops));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, seen)
+    }
+
+    #[tokio::test]
+    async fn a_page_that_lost_rows_since_the_page_before_is_read_from_as_many_rows_earlier() {
+        let (base, seen) = serve_shrinking(1).await;
+        let i1 = adapter(&base);
+        let token = format!("{base}orders/?limit=2&offset=6#count=100");
+        let page = i1.fetch_page("orders", &window(Some(token))).await.unwrap();
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["offset=6 limit=2", "offset=5 limit=3"]
+        );
+        assert_eq!(page.requests, 2);
+        let next = page.next.unwrap();
+        assert!(next.ends_with("offset=8#count=99"), "{next}");
+
+        // Rows that keep leaving: read again from further back each time, then retried later.
+        let (base, seen) = serve_shrinking(u64::MAX).await;
+        let i1 = adapter(&base);
+        let token = format!("{base}orders/?limit=2&offset=6#count=100");
+        let error = i1
+            .fetch_page("orders", &window(Some(token)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, MarketplaceError::Transient { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                "offset=6 limit=2",
+                "offset=5 limit=3",
+                "offset=4 limit=4",
+                "offset=3 limit=5"
+            ]
+        );
     }
 
     #[tokio::test]

@@ -16,11 +16,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use reqwest::Method;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
-use serde_json::Value;
 use url::Url;
 
-use super::wire::{self, WireOrder};
+use super::wire;
 use super::{I1, endpoint};
 use crate::domain::{Order, OrderState};
 use crate::marketplace::args::{Args, refuse, unknown_kind};
@@ -96,35 +94,19 @@ pub(super) fn reject_url(base: &Url, item_id: &str) -> Url {
     url
 }
 
-/// `base_url` + `orders/{id}/`.
-fn order_url(base: &Url, id: &str) -> Url {
-    let mut url = endpoint(base, "orders");
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty().push(id).push("");
-    }
-    url
-}
-
 impl I1 {
     pub(super) async fn send_reject(
         &self,
         transition: &Transition,
     ) -> Result<AppliedTransition, MarketplaceError> {
-        let rejected = |what: &str, message: String| MarketplaceError::Rejected {
-            what: what.to_owned(),
+        let item_id = parse(transition).map_err(|r| MarketplaceError::Rejected {
+            what: "POST order-items/ reject".to_owned(),
             status: None,
-            message,
-        };
-        let item_id = parse(transition).map_err(|r| rejected("POST order-items/ reject", r.0))?;
+            message: r.0,
+        })?;
         let what = format!("POST order-items/{item_id}/reject/");
-        let (name, value) = self.auth.clone().map_err(|m| rejected(&what, m))?;
         let url = reject_url(&self.base_url, &item_id);
-        let request = self
-            .http
-            .request(Method::POST, url.as_str())
-            .header(name, value)
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/json");
+        let request = self.authorized(Method::POST, &what, &url)?;
         let response = self.http.send(&what, request, wire::api_message).await?;
         Ok(AppliedTransition {
             request_summary: self.http.redactor().redact(&format!("POST {}", url.path())),
@@ -139,12 +121,8 @@ impl I1 {
         external_id: &str,
     ) -> Result<Option<Order>, MarketplaceError> {
         let counter = AtomicU32::new(0);
-        let (what, found) = if wire::is_uuid(external_id) {
-            let what = format!("GET orders/{external_id}/");
-            let found = self
-                .get_one(&what, order_url(&self.base_url, external_id))
-                .await?;
-            (what, found.map(|(raw, body)| (vec![raw], body)))
+        let found = if wire::is_uuid(external_id) {
+            self.order_record(external_id, &counter).await?
         } else {
             let what = format!("GET orders/ number={external_id}");
             let mut url = endpoint(&self.base_url, "orders");
@@ -152,21 +130,18 @@ impl I1 {
                 .append_pair("number", external_id)
                 .append_pair("limit", "10");
             let (list, body) = self.get_list(&what, url, &counter).await?;
-            (what, Some((list.results, body.to_vec())))
+            let mut listed = Vec::with_capacity(list.results.len());
+            for raw in list.results {
+                listed.push(self.listed(&what, raw, &body)?);
+            }
+            listed.into_iter().next_back()
         };
-        let Some((results, body)) = found else {
+        let Some(found) =
+            found.filter(|o| o.order.id == external_id || o.order.number == external_id)
+        else {
             return Ok(None);
         };
-        let orders = results
-            .into_iter()
-            .map(|raw| wire::parse::<WireOrder>(&raw).map(|order| (raw, order)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| self.malformed(&what, format!("an order: {reason}"), &body))?
-            .into_iter()
-            .filter(|(_, o)| o.id == external_id || o.number == external_id)
-            .take(1)
-            .collect();
-        let orders = self.complete(&what, orders, &body, 100, &counter).await?;
+        let orders = self.complete(vec![found], 100, &counter).await?;
         tracing::debug!(
             order = external_id,
             requests = counter.load(Ordering::Relaxed),
@@ -174,42 +149,7 @@ impl I1 {
         );
         Ok(orders.into_iter().next())
     }
-
-    /// One GET of a detail route: the object and the body, or `None` on 404.
-    async fn get_one(
-        &self,
-        what: &str,
-        url: Url,
-    ) -> Result<Option<(Value, Vec<u8>)>, MarketplaceError> {
-        let (name, value) = self
-            .auth
-            .clone()
-            .map_err(|message| MarketplaceError::Rejected {
-                what: what.to_owned(),
-                status: None,
-                message,
-            })?;
-        let request = self
-            .http
-            .request(Method::GET, url.as_str())
-            .header(name, value)
-            .header(ACCEPT, "application/json")
-            .header(CONTENT_TYPE, "application/json");
-        let response = match self.http.send(what, request, wire::api_message).await {
-            Err(MarketplaceError::Rejected {
-                status: Some(404), ..
-            }) => return Ok(None),
-            other => other?,
-        };
-        let value: Value = serde_json::from_slice(&response.body)
-            .map_err(|e| self.malformed(what, format!("not JSON: {e}"), &response.body))?;
-        if !value.is_object() {
-            return Err(self.malformed(what, "expected an order object", &response.body));
-        }
-        Ok(Some((value, response.body.to_vec())))
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -227,6 +167,8 @@ mod tests {
     use crate::domain::{MarketplaceKind, OrderLine, RawStatus};
     use crate::http::HttpClient;
     use crate::marketplace::Marketplace;
+    use crate::marketplace::i1::order_url;
+    use serde_json::Value;
 
     macro_rules! fixture {
         ($name:literal) => {

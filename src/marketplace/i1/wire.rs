@@ -37,8 +37,18 @@ const CANCELLATION_CODES: [&str; 3] = ["700", "800", "900"];
 #[derive(Debug, Deserialize)]
 pub(super) struct ListPage {
     #[serde(default)]
+    count: Value,
+    #[serde(default)]
     pub next: Option<String>,
     pub results: Vec<Value>,
+}
+
+impl ListPage {
+    /// How many rows the filtered list holds, as the API counted them for this answer; `None` when
+    /// it did not say.
+    pub fn count(&self) -> Option<u64> {
+        self.count.as_u64()
+    }
 }
 
 /// What a 200 body of a list endpoint turned out to be when it is not a list.
