@@ -212,7 +212,8 @@ pub struct PageRequest {
     /// For [`StreamPlan::OpenOrders`]: the external ids to re-read.
     pub order_ids: Vec<String>,
     /// On an incremental live run, the time from which changes matter (the cursor minus the overlap;
-    /// on the first run of a `changes_only` stream, the account's registration minus the overlap):
+    /// on the first run of a `changes_only` stream, the account's registration minus the overlap, not
+    /// before the backfill's start):
     /// an adapter whose pages list the newest changes first may end the window at the first order
     /// changed before it. `None` on a backfill or a replay, which read every page.
     pub changed_since: Option<DateTime<Utc>>,

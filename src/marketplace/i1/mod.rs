@@ -11,8 +11,10 @@
 //!
 //! The lists are ordered by placement or creation, not by the time they are filtered on: a row that
 //! changes while its window is paged leaves the window and moves the rows after it one place
-//! forward. A page token carries the list's `count` as its page saw it, and a page that sees fewer
-//! rows is read again from as many rows earlier (`I1::window_page`), so no row is skipped.
+//! forward. A page token carries where its page left off (the list's `count` and the last row's id),
+//! and each page is asked for from one row earlier, and from further back until that last row is in
+//! the answer or the count says it left itself (`I1::window_page`), so that the row moved into a page
+//! already read is read too.
 //!
 //! An i1 order is incomplete on its own: its items live on `order-items/` and its addresses on
 //! `customer-addresses/`. The documented filters take one value each (`order__number`, `id`), so for
@@ -196,12 +198,14 @@ impl I1 {
     /// page of [`PageRequest::page`].
     ///
     /// The lists are ordered by placement or creation, not by the filtered time, so a row that
-    /// changes while the window is paged leaves it and moves every later row one place forward: the
-    /// row that crosses into a page already read would be skipped for good (an unchanged order of a
-    /// backfill is never listed again). So each page's token carries the list's `count` as that
-    /// page saw it, and a page that sees fewer rows is read again from as many rows earlier (rows
-    /// read twice are written again, unchanged). A row entering the window moves later rows back,
-    /// which repeats a row and skips none.
+    /// changes while the window is paged leaves it and moves every later row forward: a row that
+    /// crosses into a page already read would be skipped for good (an unchanged order of a backfill
+    /// is never listed again). So a page token carries where its page left off ([`Resume`]: the
+    /// list's `count` then and its last row's id), and a page is asked for from one row earlier: its
+    /// first row must be that last row. When it is not in the answer, the page is asked for again
+    /// from further back (at least one row more than the count fell by, doubling) until it is, or
+    /// until the count says the last row itself left and enough rows were read again; the rows up
+    /// to it are dropped as read. A row entering the window only moves later rows back (read twice).
     async fn window_page(
         &self,
         segment: &str,
@@ -209,7 +213,7 @@ impl I1 {
         requests: &AtomicU32,
     ) -> Result<WindowPage, MarketplaceError> {
         let window = format!("{}–{}", rfc3339(request.from), rfc3339(request.to));
-        let (url, what, seen) = match &request.page {
+        let (url, what, resume) = match &request.page {
             None => (
                 window_url(&self.base_url, segment, request),
                 format!("GET {segment}/ updated {window}"),
@@ -217,24 +221,34 @@ impl I1 {
             ),
             Some(token) => {
                 let what = format!("GET {segment}/ updated {window} {}", page_label(token));
-                let (url, seen) = self.page_token(&what, token)?;
-                (url, what, seen)
+                let (url, resume) = self.page_token(&what, token)?;
+                (url, what, resume)
             }
         };
-        let (mut list, mut body) = self.get_list(&what, url.clone(), requests).await?;
-        // How many rows before the page's offset the answer in hand starts.
-        let mut read_back = 0;
-        for reread in 0.. {
+        let offset = offset_of(&url);
+        let mut back = u64::from(resume.as_ref().is_some_and(|r| r.last.is_some()));
+        let mut reads = 0;
+        let (list, body, read_before) = loop {
+            let asked = earlier_page(&url, back).unwrap_or_else(|| url.clone());
+            let (list, body) = self.get_list(&what, asked, requests).await?;
+            let Some(Resume {
+                count: seen,
+                last: Some(last),
+            }) = &resume
+            else {
+                break (list, body, 0);
+            };
+            if let Some(at) = list.results.iter().position(|row| row_id(row) == *last) {
+                break (list, body, at + 1);
+            }
             let left = seen
                 .zip(list.count())
                 .map_or(0, |(seen, count)| seen.saturating_sub(count));
-            if left <= read_back {
-                break;
+            if offset.is_none_or(|offset| back >= offset) || (left > 0 && back > left) {
+                break (list, body, 0);
             }
-            let Some(earlier) = earlier_page(&url, left) else {
-                break;
-            };
-            if reread == MAX_REREADS {
+            reads += 1;
+            if reads > MAX_REREADS {
                 return Err(MarketplaceError::Transient {
                     what,
                     detail: "rows kept leaving the window while its page was read".to_owned(),
@@ -242,37 +256,42 @@ impl I1 {
                     ambiguous: false,
                 });
             }
-            (list, body) = self.get_list(&what, earlier, requests).await?;
-            read_back = left;
-        }
+            back = (back * 2).max(left + 1);
+        };
+        let resume = Resume {
+            count: list.count(),
+            last: list.results.last().map(row_id),
+        };
         let next = list
             .next
             .as_deref()
             .map(|next| {
                 let mut url = self.same_origin(&what, next, &body)?;
-                if let Some(count) = list.count() {
-                    url.set_fragment(Some(&format!("count={count}")));
-                }
+                with_limit(&mut url, request.page_size);
+                url.set_fragment(Some(&resume.fragment()));
                 Ok(url.to_string())
             })
             .transpose()?;
+        let mut results = list.results;
+        results.drain(..read_before);
         Ok(WindowPage {
             what,
-            results: list.results,
+            results,
             body,
             next,
         })
     }
 
-    /// The URL a page token asks for, and the list's count the page before it saw.
-    fn page_token(&self, what: &str, token: &str) -> Result<(Url, Option<u64>), MarketplaceError> {
+    /// The URL a page token asks for, and where the page before it left off.
+    fn page_token(
+        &self,
+        what: &str,
+        token: &str,
+    ) -> Result<(Url, Option<Resume>), MarketplaceError> {
         let mut url = self.same_origin(what, token, token.as_bytes())?;
-        let seen = url
-            .fragment()
-            .and_then(|fragment| fragment.strip_prefix("count="))
-            .and_then(|count| count.parse().ok());
+        let resume = url.fragment().map(Resume::read);
         url.set_fragment(None);
-        Ok((url, seen))
+        Ok((url, resume))
     }
 
     /// An order record as read from `body` (the answer to `what`), with the addresses embedded in it.
@@ -686,7 +705,9 @@ async fn without_unchanged(request: &PageRequest, orders: Vec<Listed>) -> Vec<Li
 }
 
 /// The orders of `changed` (each with its items listed as changed) that the database does not hold
-/// with every one of those items as listed; all of them without [`PageRequest::stored`].
+/// with every one of those items as listed, and with cancellation plans wherever the order may have
+/// some (a plan may be made after the change of its item); all of them without
+/// [`PageRequest::stored`].
 async fn unheld(request: &PageRequest, changed: Vec<(String, Vec<Value>)>) -> Vec<String> {
     let Some(stored) = &request.stored else {
         return changed.into_iter().map(|(order, _)| order).collect();
@@ -699,7 +720,7 @@ async fn unheld(request: &PageRequest, changed: Vec<(String, Vec<Value>)>) -> Ve
             !stored
                 .get(order)
                 .and_then(|text| StoredOrder::read(text))
-                .is_some_and(|copy| items.iter().all(|item| copy.has_item(item)))
+                .is_some_and(|copy| copy.holds_items(items))
         })
         .map(|(order, _)| order)
         .collect()
@@ -711,6 +732,44 @@ struct Listed {
     order: WireOrder,
     /// The shipping and billing addresses, where the record embeds them rather than naming them.
     embedded: [Option<FetchedAddress>; 2],
+}
+
+/// Where a page of a window left off, carried in the next page's token (its URL fragment, which is
+/// never sent).
+#[derive(Debug, PartialEq, Eq)]
+struct Resume {
+    /// The list's `count` in that page's answer.
+    count: Option<u64>,
+    /// The id of that page's last row.
+    last: Option<String>,
+}
+
+impl Resume {
+    fn fragment(&self) -> String {
+        let mut fragment = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(count) = self.count {
+            fragment.append_pair("count", &count.to_string());
+        }
+        if let Some(last) = &self.last {
+            fragment.append_pair("last", last);
+        }
+        fragment.finish()
+    }
+
+    fn read(fragment: &str) -> Resume {
+        let mut resume = Resume {
+            count: None,
+            last: None,
+        };
+        for (key, value) in url::form_urlencoded::parse(fragment.as_bytes()) {
+            match key.as_ref() {
+                "count" => resume.count = value.parse().ok(),
+                "last" => resume.last = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        resume
+    }
 }
 
 /// A page of a window's list, read so that no row of the window is skipped.
@@ -760,16 +819,23 @@ fn window_url(base: &Url, segment: &str, request: &PageRequest) -> Url {
     url
 }
 
-/// `url`, a page of a limit/offset list, starting `rows` rows earlier and as many rows longer;
-/// `None` when it moves nothing (no rows, or no offset to move).
+/// The `offset` of a page of a limit/offset list.
+fn offset_of(url: &Url) -> Option<u64> {
+    url.query_pairs()
+        .find(|(key, _)| key == "offset")
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// `url`, a page of a limit/offset list, starting `rows` rows earlier (not before the first) and
+/// as many rows longer; `None` when it moves nothing (no rows, or no offset to move).
 fn earlier_page(url: &Url, rows: u64) -> Option<Url> {
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    let offset: u64 = pairs.iter().find(|(k, _)| k == "offset")?.1.parse().ok()?;
+    let offset = offset_of(url)?;
     let start = offset.saturating_sub(rows);
     if start == offset {
         return None;
     }
     let mut earlier = url.clone();
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     earlier
         .query_pairs_mut()
         .clear()
@@ -785,6 +851,31 @@ fn earlier_page(url: &Url, rows: u64) -> Option<Url> {
             (key, value)
         }));
     Some(earlier)
+}
+
+/// Sets `url`'s `limit` (a `next` link after a page asked for from earlier rows repeats the longer
+/// limit of that request).
+fn with_limit(url: &mut Url, limit: u32) {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs.iter().map(|(key, value)| {
+            let value = if key == "limit" {
+                limit.max(1).to_string()
+            } else {
+                value.clone()
+            };
+            (key, value)
+        }));
+}
+
+/// A list row's `id` as text (UUIDs, or numbers on older endpoints).
+fn row_id(row: &Value) -> String {
+    match row.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
 }
 
 /// `base_url` + `orders/{id}/`.
@@ -1043,7 +1134,15 @@ mod tests {
         let get = |k: &str| query.get(k).map(String::as_str);
         let body = match (uri.path(), get("offset")) {
             ("/i1/api/i1/orders/", None) => fixture!("orders_page.json"),
-            ("/i1/api/i1/orders/", Some("2")) => fixture!("orders_last_page.json"),
+            // The second page, asked for from the first page's last order.
+            ("/i1/api/i1/orders/", Some("1")) => &{
+                let mut first: Value = serde_json::from_str(fixture!("orders_page.json")).unwrap();
+                let mut last: Value =
+                    serde_json::from_str(fixture!("orders_last_page.json")).unwrap();
+                let overlap = first["results"][1].take();
+                last["results"].as_array_mut().unwrap().insert(0, overlap);
+                last.to_string()
+            },
             ("/i1/api/i1/order-items/", _) => match get("order__number") {
                 Some("45243493") => fixture!("order_items_45243493.json"),
                 Some("45243494") => fixture!("order_items_45243494.json"),
@@ -1132,12 +1231,20 @@ mod tests {
         assert_eq!(last.requests, 2);
     }
 
-    /// Serves an empty orders list whose count drops by one with each request, `drops` times in all
-    /// (as if rows left the window meanwhile), and records each request's offset and limit.
-    async fn serve_shrinking(drops: u64) -> (String, Seen) {
-        async fn shrinking(
-            State((seen, drops)): State<(Seen, u64)>,
-            uri: Uri,
+    /// How the list of `serve_moving` changes: rows `r0`…`r99` without `gone`, whose count is
+    /// `count` (what the API said, which may lag behind the rows), and two more rows leaving from the
+    /// front with every request when `churn`.
+    #[derive(Clone)]
+    struct Moving {
+        gone: Vec<usize>,
+        count: Option<u64>,
+        churn: bool,
+    }
+
+    /// Serves that list as order rows (only their ids), recording each request's offset and limit.
+    async fn serve_moving(moving: Moving) -> (String, Seen) {
+        async fn list(
+            State((seen, moving)): State<(Seen, Moving)>,
             Query(query): Query<HashMap<String, String>>,
         ) -> axum::response::Response {
             let asked = {
@@ -1146,58 +1253,124 @@ mod tests {
                     "offset={} limit={}",
                     query["offset"], query["limit"]
                 ));
-                seen.len() as u64
+                seen.len()
             };
-            let count = 100 - asked.min(drops);
-            let next = format!("{}?limit=2&offset=8", uri.path());
-            let body =
-                serde_json::json!({"count": count, "next": next, "previous": null, "results": []});
-            axum::Json(body).into_response()
+            let mut gone = moving.gone.clone();
+            if moving.churn {
+                gone.extend(0..2 * asked);
+            }
+            let rows: Vec<serde_json::Value> = (0..100)
+                .filter(|row| !gone.contains(row))
+                .map(|row| serde_json::json!({"id": format!("r{row}")}))
+                .collect();
+            let offset: usize = query["offset"].parse().unwrap();
+            let limit: usize = query["limit"].parse().unwrap();
+            let count = moving.count.unwrap_or(rows.len() as u64);
+            let page: Vec<_> = rows.into_iter().skip(offset).take(limit).collect();
+            let next = format!("/api/i1/orders/?limit={limit}&offset={}", offset + limit);
+            axum::Json(serde_json::json!({"count": count, "next": next, "results": page}))
+                .into_response()
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/api/i1/", listener.local_addr().unwrap());
         let seen = Seen::default();
         let app = axum::Router::new()
-            .fallback(shrinking)
-            .with_state((seen.clone(), drops));
+            .fallback(list)
+            .with_state((seen.clone(), moving));
         tokio::spawn(async move { axum::serve(listener, app).await });
         (base, seen)
     }
 
-    #[tokio::test]
-    async fn a_page_that_lost_rows_since_the_page_before_is_read_from_as_many_rows_earlier() {
-        let (base, seen) = serve_shrinking(1).await;
+    /// The ids of the rows of the page read from the list of `moving` after a page that ended with
+    /// row `offset - 1` when the list held 100 rows; and the requests it took.
+    async fn page_after(
+        moving: Moving,
+        offset: usize,
+    ) -> (Result<Vec<String>, MarketplaceError>, Vec<String>) {
+        let (base, seen) = serve_moving(moving).await;
         let i1 = adapter(&base);
-        let token = format!("{base}orders/?limit=2&offset=6#count=100");
-        let page = i1.fetch_page("orders", &window(Some(token))).await.unwrap();
-        assert_eq!(
-            *seen.0.lock().unwrap(),
-            ["offset=6 limit=2", "offset=5 limit=3"]
-        );
-        assert_eq!(page.requests, 2);
-        let next = page.next.unwrap();
-        assert!(next.ends_with("offset=8#count=99"), "{next}");
+        let last = offset - 1;
+        let mut request = window(Some(format!(
+            "{base}orders/?limit=2&offset={offset}#count=100&last=r{last}"
+        )));
+        request.page_size = 3;
+        let read = i1.window_page("orders", &request, &AtomicU32::new(0)).await;
+        let ids = read.map(|page| page.results.iter().map(row_id).collect());
+        let asked = seen.0.lock().unwrap().clone();
+        (ids, asked)
+    }
 
-        // Rows that keep leaving: read again from further back each time, then retried later.
-        let (base, seen) = serve_shrinking(u64::MAX).await;
-        let i1 = adapter(&base);
-        let token = format!("{base}orders/?limit=2&offset=6#count=100");
-        let error = i1
-            .fetch_page("orders", &window(Some(token)))
-            .await
-            .unwrap_err();
+    #[tokio::test]
+    async fn a_page_is_read_from_where_the_page_before_left_off_whatever_left_the_window() {
+        let moving = |gone: Vec<usize>, count: Option<u64>| Moving {
+            gone,
+            count,
+            churn: false,
+        };
+        // Nothing moved: one row of overlap, dropped.
+        let (ids, asked) = page_after(moving(Vec::new(), None), 6).await;
+        assert_eq!(ids.unwrap(), ["r6", "r7"]);
+        assert_eq!(asked, ["offset=5 limit=3"]);
+
+        // A row before the page left: r6 moved into the page already read; the page is read again
+        // from further back, as counted.
+        let (ids, asked) = page_after(moving(vec![2], None), 6).await;
+        assert_eq!(ids.unwrap(), ["r6", "r7", "r8"]);
+        assert_eq!(asked, ["offset=5 limit=3", "offset=4 limit=4"]);
+
+        // Two rows left: r6 moved two places, past the row of overlap.
+        let (ids, asked) = page_after(moving(vec![1, 2], None), 6).await;
+        assert_eq!(ids.unwrap(), ["r6", "r7", "r8", "r9"]);
+        assert_eq!(asked, ["offset=5 limit=3", "offset=3 limit=5"]);
+
+        // One row left, with a count that does not show it yet (counted before the rows were read).
+        let (ids, _) = page_after(moving(vec![2], Some(100)), 6).await;
+        assert_eq!(ids.unwrap(), ["r6", "r7", "r8"]);
+
+        // The last row read left itself: read again as far back as the count fell, plus one.
+        let (ids, asked) = page_after(moving(vec![5], None), 6).await;
+        assert_eq!(ids.unwrap(), ["r4", "r6", "r7", "r8"]);
+        assert_eq!(asked, ["offset=5 limit=3", "offset=4 limit=4"]);
+
+        // Rows that keep leaving: read from further back each time, then retried later.
+        let (read, asked) = page_after(
+            Moving {
+                gone: Vec::new(),
+                count: Some(100),
+                churn: true,
+            },
+            60,
+        )
+        .await;
         assert!(
-            matches!(error, MarketplaceError::Transient { .. }),
-            "{error:?}"
+            matches!(read, Err(MarketplaceError::Transient { .. })),
+            "{read:?}"
         );
-        assert_eq!(
-            *seen.0.lock().unwrap(),
-            [
-                "offset=6 limit=2",
-                "offset=5 limit=3",
-                "offset=4 limit=4",
-                "offset=3 limit=5"
-            ]
+        assert_eq!(asked.len(), 1 + MAX_REREADS);
+    }
+
+    #[tokio::test]
+    async fn the_next_token_resumes_after_the_last_row_with_the_page_size() {
+        let (base, _) = serve_moving(Moving {
+            gone: vec![2],
+            count: None,
+            churn: false,
+        })
+        .await;
+        let i1 = adapter(&base);
+        let mut request = window(Some(format!(
+            "{base}orders/?limit=2&offset=6#count=100&last=r5"
+        )));
+        request.page_size = 2;
+        let next = i1
+            .window_page("orders", &request, &AtomicU32::new(0))
+            .await
+            .unwrap()
+            .next
+            .unwrap();
+        assert!(
+            next.ends_with("/api/i1/orders/?limit=2&offset=8#count=99&last=r8"),
+            "{next}"
         );
     }
 

@@ -130,11 +130,15 @@ impl I1 {
                 .append_pair("number", external_id)
                 .append_pair("limit", "10");
             let (list, body) = self.get_list(&what, url, &counter).await?;
-            let mut listed = Vec::with_capacity(list.results.len());
+            let mut found = None;
             for raw in list.results {
-                listed.push(self.listed(&what, raw, &body)?);
+                let listed = self.listed(&what, raw, &body)?;
+                if listed.order.number == external_id {
+                    found = Some(listed);
+                    break;
+                }
             }
-            listed.into_iter().next_back()
+            found
         };
         let Some(found) =
             found.filter(|o| o.order.id == external_id || o.order.number == external_id)
@@ -150,6 +154,7 @@ impl I1 {
         Ok(orders.into_iter().next())
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -307,9 +307,18 @@ impl StoredOrder {
     /// cancellation plans wherever the order may have some: a plan may be made after the change of
     /// its order, so a copy stored without one is read again while the order is listed.
     pub fn holds(&self, raw: &Value, order: &WireOrder) -> bool {
-        if self.order != *raw {
-            return false;
-        }
+        self.order == *raw && self.has_plans_if_due(order)
+    }
+
+    /// Whether this copy holds each of `items` (items listed as changed) as it is now, and
+    /// cancellation plans wherever its order may have some, as [`StoredOrder::holds`] asks.
+    pub fn holds_items(&self, items: &[Value]) -> bool {
+        items.iter().all(|item| self.items.contains(item))
+            && parse::<WireOrder>(&self.order).is_ok_and(|order| self.has_plans_if_due(&order))
+    }
+
+    /// Whether this copy holds cancellation plans, if `order` with the stored items may have some.
+    fn has_plans_if_due(&self, order: &WireOrder) -> bool {
         let items: Vec<(Value, WireItem)> = self
             .items
             .iter()
@@ -320,11 +329,6 @@ impl StoredOrder {
                 .cancellation_plans
                 .as_ref()
                 .is_some_and(|plans| !plans.is_empty())
-    }
-
-    /// Whether this copy holds the item `raw` as it is now.
-    pub fn has_item(&self, raw: &Value) -> bool {
-        self.items.contains(raw)
     }
 }
 
@@ -673,10 +677,14 @@ mod tests {
         );
 
         let (item, _) = items(fixture!("order_items_45243494.json")).remove(0);
-        assert!(copy.has_item(&item));
+        assert!(copy.holds_items(std::slice::from_ref(&item)));
         let mut moved = item.clone();
         moved["tracking_number"] = Value::from("another");
-        assert!(!copy.has_item(&moved));
+        assert!(!copy.holds_items(&[item.clone(), moved]));
+        assert!(
+            !without_plans.holds_items(&[item]),
+            "a cancelled order's items stored before its plans"
+        );
         assert!(
             StoredOrder::read("{\"items\": []}").is_none(),
             "not an i1 copy"
