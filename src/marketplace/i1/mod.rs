@@ -13,8 +13,8 @@
 //! changes while its window is paged leaves the window and moves the rows after it one place
 //! forward. A page token carries where its page left off (the list's `count` and the last row's id),
 //! and each page is asked for from one row earlier, and from further back until that last row is in
-//! the answer or the count says it left itself (`I1::window_page`), so that the row moved into a page
-//! already read is read too.
+//! the answer or from the first row (`I1::window_page`), so that a row moved into a page already read
+//! is read too.
 //!
 //! An i1 order is incomplete on its own: its items live on `order-items/` and its addresses on
 //! `customer-addresses/`. The documented filters take one value each (`order__number`, `id`), so for
@@ -88,10 +88,6 @@ const STREAMS: &[StreamSpec] = &[
 /// How many related-resource requests of one page are in flight at once. The account's rate limit
 /// still paces them; this only bounds the connections one page holds.
 const RELATED_CONCURRENCY: usize = 4;
-
-/// How many times a page is read again from earlier rows while rows keep leaving its window, before
-/// the page fails as a transient failure (retried like one).
-const MAX_REREADS: usize = 3;
 
 /// The i1 adapter for one account.
 pub struct I1 {
@@ -203,9 +199,9 @@ impl I1 {
     /// is never listed again). So a page token carries where its page left off ([`Resume`]: the
     /// list's `count` then and its last row's id), and a page is asked for from one row earlier: its
     /// first row must be that last row. When it is not in the answer, the page is asked for again
-    /// from further back (at least one row more than the count fell by, doubling) until it is, or
-    /// until the count says the last row itself left and enough rows were read again; the rows up
-    /// to it are dropped as read. A row entering the window only moves later rows back (read twice).
+    /// from further back (doubling, and at least one row more than the count fell by) until it is,
+    /// or from the first row (that row itself left); the rows up to it are dropped as read. A row
+    /// entering the window only moves later rows back (read twice).
     async fn window_page(
         &self,
         segment: &str,
@@ -226,36 +222,27 @@ impl I1 {
             }
         };
         let offset = offset_of(&url);
-        let mut back = u64::from(resume.as_ref().is_some_and(|r| r.last.is_some()));
-        let mut reads = 0;
+        let seen = resume.as_ref().and_then(|r| r.count);
+        let anchor = resume.and_then(|r| r.last).filter(|last| !last.is_empty());
+        let mut back = u64::from(anchor.is_some());
         let (list, body, read_before) = loop {
             let asked = earlier_page(&url, back).unwrap_or_else(|| url.clone());
             let (list, body) = self.get_list(&what, asked, requests).await?;
-            let Some(Resume {
-                count: seen,
-                last: Some(last),
-            }) = &resume
-            else {
+            let Some(last) = &anchor else {
                 break (list, body, 0);
             };
             if let Some(at) = list.results.iter().position(|row| row_id(row) == *last) {
                 break (list, body, at + 1);
             }
+            // Rows before it left, or it left itself: neither the count (taken apart from the rows,
+            // and net of rows entering) nor the rows tell which, so the page is read from further
+            // back until the row is in it, or from the first row.
+            if offset.is_none_or(|offset| back >= offset) {
+                break (list, body, 0);
+            }
             let left = seen
                 .zip(list.count())
                 .map_or(0, |(seen, count)| seen.saturating_sub(count));
-            if offset.is_none_or(|offset| back >= offset) || (left > 0 && back > left) {
-                break (list, body, 0);
-            }
-            reads += 1;
-            if reads > MAX_REREADS {
-                return Err(MarketplaceError::Transient {
-                    what,
-                    detail: "rows kept leaving the window while its page was read".to_owned(),
-                    retry_after: None,
-                    ambiguous: false,
-                });
-            }
             back = (back * 2).max(left + 1);
         };
         let resume = Resume {
@@ -1327,12 +1314,26 @@ mod tests {
         let (ids, _) = page_after(moving(vec![2], Some(100)), 6).await;
         assert_eq!(ids.unwrap(), ["r6", "r7", "r8"]);
 
-        // The last row read left itself: read again as far back as the count fell, plus one.
-        let (ids, asked) = page_after(moving(vec![5], None), 6).await;
-        assert_eq!(ids.unwrap(), ["r4", "r6", "r7", "r8"]);
-        assert_eq!(asked, ["offset=5 limit=3", "offset=4 limit=4"]);
+        // Three rows left and the count shows one (rows entered too, or it lags): read from further
+        // back until the last row read is found.
+        let (ids, asked) = page_after(moving(vec![1, 2, 3], Some(99)), 6).await;
+        assert_eq!(ids.unwrap(), ["r6", "r7", "r8", "r9", "r10"]);
+        assert_eq!(
+            asked,
+            ["offset=5 limit=3", "offset=4 limit=4", "offset=2 limit=6"]
+        );
 
-        // Rows that keep leaving: read from further back each time, then retried later.
+        // The last row read left itself: nothing tells it from rows before it leaving, so the page
+        // is read from the first row.
+        let (ids, asked) = page_after(moving(vec![5], None), 6).await;
+        assert_eq!(
+            ids.unwrap(),
+            ["r0", "r1", "r2", "r3", "r4", "r6", "r7", "r8"]
+        );
+        assert_eq!(asked.last().unwrap(), "offset=0 limit=8");
+        assert_eq!(asked.len(), 4);
+
+        // Rows that keep leaving: read from further back each time, until the last row read is found.
         let (read, asked) = page_after(
             Moving {
                 gone: Vec::new(),
@@ -1342,11 +1343,30 @@ mod tests {
             60,
         )
         .await;
-        assert!(
-            matches!(read, Err(MarketplaceError::Transient { .. })),
-            "{read:?}"
-        );
-        assert_eq!(asked.len(), 1 + MAX_REREADS);
+        assert_eq!(read.unwrap()[0], "r60");
+        assert_eq!(asked.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_page_whose_token_names_no_last_row_is_read_as_asked() {
+        let (base, seen) = serve_moving(Moving {
+            gone: vec![2],
+            count: None,
+            churn: false,
+        })
+        .await;
+        let i1 = adapter(&base);
+        for fragment in ["count=100&last=", "count=100", ""] {
+            seen.0.lock().unwrap().clear();
+            let request = window(Some(format!("{base}orders/?limit=2&offset=6#{fragment}")));
+            let page = i1
+                .window_page("orders", &request, &AtomicU32::new(0))
+                .await
+                .unwrap();
+            let ids: Vec<String> = page.results.iter().map(row_id).collect();
+            assert_eq!(ids, ["r7", "r8"], "#{fragment}");
+            assert_eq!(*seen.0.lock().unwrap(), ["offset=6 limit=2"], "#{fragment}");
+        }
     }
 
     #[tokio::test]
