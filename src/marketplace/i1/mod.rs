@@ -1228,6 +1228,18 @@ mod tests {
         churn: bool,
     }
 
+    impl Moving {
+        /// The rows without `gone`, counted as `count` (the rows' own count when `None`), nothing
+        /// more leaving.
+        fn still(gone: Vec<usize>, count: Option<u64>) -> Moving {
+            Moving {
+                gone,
+                count,
+                churn: false,
+            }
+        }
+    }
+
     /// Serves that list as order rows (only their ids), recording each request's offset and limit.
     async fn serve_moving(moving: Moving) -> (String, Seen) {
         async fn list(
@@ -1289,11 +1301,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_is_read_from_where_the_page_before_left_off_whatever_left_the_window() {
-        let moving = |gone: Vec<usize>, count: Option<u64>| Moving {
-            gone,
-            count,
-            churn: false,
-        };
+        let moving = Moving::still;
         // Nothing moved: one row of overlap, dropped.
         let (ids, asked) = page_after(moving(Vec::new(), None), 6).await;
         assert_eq!(ids.unwrap(), ["r6", "r7"]);
@@ -1349,12 +1357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_whose_token_names_no_last_row_is_read_as_asked() {
-        let (base, seen) = serve_moving(Moving {
-            gone: vec![2],
-            count: None,
-            churn: false,
-        })
-        .await;
+        let (base, seen) = serve_moving(Moving::still(vec![2], None)).await;
         let i1 = adapter(&base);
         for fragment in ["count=100&last=", "count=100", ""] {
             seen.0.lock().unwrap().clear();
@@ -1371,12 +1374,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_next_token_resumes_after_the_last_row_with_the_page_size() {
-        let (base, _) = serve_moving(Moving {
-            gone: vec![2],
-            count: None,
-            churn: false,
-        })
-        .await;
+        let (base, _) = serve_moving(Moving::still(vec![2], None)).await;
         let i1 = adapter(&base);
         let mut request = window(Some(format!(
             "{base}orders/?limit=2&offset=6#count=100&last=r5"
