@@ -25,12 +25,9 @@ use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::config::MIN_SECRET_LEN;
 use crate::marketplace::MarketplaceError;
 use crate::ops::metrics::{self, ApiLabels};
-
-/// Secret values shorter than this are not redacted: they would redact innocent text, and no real
-/// credential is that short.
-const MIN_SECRET_LEN: usize = 4;
 
 /// How long an excerpt of a response body kept in an error may be.
 const EXCERPT_CHARS: usize = 500;
@@ -478,6 +475,7 @@ impl Redactor {
     pub fn new(secrets: Vec<String>) -> Redactor {
         let mut forms: Vec<String> = secrets
             .into_iter()
+            // Configuration refuses shorter ones; scrubbing a value that short would scrub innocent text.
             .filter(|s| s.len() >= MIN_SECRET_LEN)
             .flat_map(written_forms)
             .collect();

@@ -109,7 +109,7 @@ fn a_syntax_error_names_the_line_without_printing_a_literal_secret() {
 #[test]
 fn an_unknown_marketplace_names_the_key() {
     let (code, out, path) = check(
-        "[[accounts]]\nname = \"a\"\nmarketplace = \"amazon\"\ntoken = \"x\"\n",
+        "[[accounts]]\nname = \"a\"\nmarketplace = \"amazon\"\ntoken = \"tok-x\"\n",
         &[],
     );
     assert_eq!(code, 2, "{out}");

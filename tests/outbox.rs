@@ -2605,7 +2605,7 @@ mod config {
             assert!(error.contains(key), "{text}: {error}");
         }
         let error = refused(
-            "[outbox]\nlease = \"20s\"\n[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = \"t\"\ntimeout = \"30s\"\n",
+            "[outbox]\nlease = \"20s\"\n[[accounts]]\nname = \"a\"\nmarketplace = \"labs\"\ntoken = \"tok-t\"\ntimeout = \"30s\"\n",
         );
         assert!(
             error.contains("outbox.lease") && error.contains("accounts[0].timeout = 30s"),

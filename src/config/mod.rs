@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 use url::Url;
 
 use crate::domain::{MarketplaceKind, OrderState};
-pub use secret::{Secret, SecretSource};
+pub use secret::{MIN_SECRET_LEN, Secret, SecretSource};
 
 /// The file read after the built-in defaults, relative to the working directory, when it exists.
 pub const DEFAULT_FILE: &str = "config/default.toml";

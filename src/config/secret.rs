@@ -4,6 +4,10 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// Secret values shorter than this (in bytes) are refused: scrubbing them from logs and errors would scrub
+/// innocent text too, so they could not be kept out, and no real credential is that short.
+pub const MIN_SECRET_LEN: usize = 4;
+
 /// A secret value. `Debug` prints `Secret(***)`; there is deliberately no `Display`.
 #[derive(Clone)]
 pub struct Secret(SecretString);
@@ -50,6 +54,10 @@ pub enum SecretError {
     },
     #[error("the secret is empty")]
     Empty,
+    #[error(
+        "the secret is shorter than {MIN_SECRET_LEN} characters: it could not be kept out of logs and errors (no real credential is that short)"
+    )]
+    TooShort,
 }
 
 impl SecretSource {
@@ -73,6 +81,9 @@ impl SecretSource {
         };
         if value.is_empty() {
             return Err(SecretError::Empty);
+        }
+        if value.len() < MIN_SECRET_LEN {
+            return Err(SecretError::TooShort);
         }
         Ok(Secret::new(value))
     }
@@ -108,5 +119,14 @@ mod tests {
             file: path.display().to_string(),
         };
         assert_eq!(src.resolve(&env).unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn a_secret_too_short_to_redact_is_refused() {
+        let env = |_: &str| None;
+        let short = SecretSource::Literal("abc".into());
+        assert!(matches!(short.resolve(&env), Err(SecretError::TooShort)));
+        let long_enough = SecretSource::Literal("abcd".into());
+        assert_eq!(long_enough.resolve(&env).unwrap().expose(), "abcd");
     }
 }

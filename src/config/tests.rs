@@ -86,7 +86,7 @@ fn a_file_that_cannot_be_read_is_named() {
 
 #[test]
 fn durations_beyond_their_bounds_are_refused_by_key() {
-    let account = format!("{LABS}token = \"t\"\n");
+    let account = format!("{LABS}token = \"tok-t\"\n");
     for (setting, key) in [
         // Panicked in the poller (cursor - overlap).
         ("overlap = \"300000y\"", "accounts[0].overlap"),
@@ -120,7 +120,7 @@ fn durations_beyond_their_bounds_are_refused_by_key() {
 /// must hold two of the longest request timeout, or a slow answer could outlive the claim.
 #[test]
 fn an_outbox_lease_shorter_than_two_request_timeouts_is_refused() {
-    let account = format!("{LABS}token = \"t\"\n");
+    let account = format!("{LABS}token = \"tok-t\"\n");
     let message = refused(&format!(
         "{account}timeout = \"30s\"\n[outbox]\nlease = \"60s\"\n"
     ));
@@ -228,8 +228,24 @@ fn header_credentials_that_cannot_be_sent_are_refused_by_key() {
 }
 
 #[test]
+fn a_secret_too_short_to_keep_out_of_logs_is_refused_by_key_without_showing_it() {
+    let c2c = "[[accounts]]\nname = \"a\"\nmarketplace = \"c2c\"\ndomain = \"www.shop.example\"\napi_key = { env = \"KEY\" }\n";
+    let message = load_with_env(
+        format!("{c2c}api_password = {{ env = \"PASSWORD\" }}\n"),
+        &[("KEY", "key-abc-123"), ("PASSWORD", "p9x")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.starts_with("accounts[0].api_password: the secret is shorter than 4 characters"),
+        "{message}"
+    );
+    assert!(!message.contains("p9x"), "the secret leaked: {message}");
+}
+
+#[test]
 fn a_base_url_holding_credentials_is_refused_without_showing_them() {
-    let account = format!("{LABS}token = \"t\"\n");
+    let account = format!("{LABS}token = \"tok-t\"\n");
     for url in [
         "https://seller:s3cr3t-pass@seller.example/api/",
         "https://:s3cr3t-pass@seller.example/api/",
