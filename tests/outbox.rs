@@ -904,13 +904,10 @@ async fn an_ambiguous_send_is_read_back_instead_of_sent_blindly() {
         Some(Outcome::Confirmed { id: took })
     );
     assert_eq!(s.fake.applied("A"), vec!["A-1"], "not sent twice");
-    let outcomes: Vec<String> = store_outbox::attempts(&s.db.pool, took)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| format!("{}:{}", a.action, a.outcome))
-        .collect();
-    assert_eq!(outcomes, ["send:ambiguous", "read_back:took_effect"]);
+    assert_eq!(
+        attempts_of(&s.db.pool, took).await,
+        ["send:ambiguous", "read_back:took_effect"]
+    );
 
     assert!(matches!(
         worker.run_once().await.unwrap(),
@@ -1120,20 +1117,8 @@ async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
             .unwrap()
     );
     rows_read_by(&mut tx, "give_back", 1).await;
-    let sent: Vec<store_outbox::Sent> = claims[4..14]
-        .iter()
-        .map(|c| store_outbox::Sent {
-            outbox_id: c.id,
-            attempt: c.attempts,
-            fence: c.fence,
-            request_summary: "POST /step".into(),
-            http_status: 200,
-            response_excerpt: "{}".into(),
-            started_at: chrono::Utc::now(),
-            duration: Duration::from_millis(1),
-        })
-        .collect();
-    let recorded = store_outbox::succeed_all(&mut *tx, "w", &sent)
+    let batch: Vec<store_outbox::Sent> = claims[4..14].iter().map(sent).collect();
+    let recorded = store_outbox::succeed_all(&mut *tx, "w", &batch, false)
         .await
         .unwrap();
     assert_eq!(recorded.len(), 10);
@@ -1141,6 +1126,127 @@ async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
     // Each success: its row, the attempt's foreign-key check, and the probe for a later transition.
     rows_read_by(&mut tx, "succeed_all", 3 * 10).await;
     tx.commit().await.unwrap();
+}
+
+/// A success as the worker hands it to the group commit.
+fn sent(claim: &store_outbox::Claimed) -> store_outbox::Sent {
+    store_outbox::Sent {
+        outbox_id: claim.id,
+        attempt: claim.attempts,
+        fence: claim.fence,
+        request_summary: "POST /step".into(),
+        http_status: 200,
+        response_excerpt: "{}".into(),
+        started_at: chrono::Utc::now(),
+        duration: Duration::from_millis(1),
+    }
+}
+
+/// The attempt rows of transition `id`, as `action:outcome`.
+async fn attempts_of(pool: &PgPool, id: i64) -> Vec<String> {
+    store_outbox::attempts(pool, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{}:{}", a.action, a.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_group_commit_run_again_after_it_committed_records_each_success_once() {
+    let s = setup().await;
+    let a = s.enqueue("A", 1, 10).await.unwrap().id;
+    s.enqueue("A", 2, 10).await.unwrap();
+    let b = s.enqueue("B", 1, 10).await.unwrap().id;
+    let ttl = Duration::from_secs(60);
+    let claims = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 10)
+        .await
+        .unwrap()
+        .transitions;
+    assert_eq!(claims.iter().map(|c| c.id).collect::<Vec<_>>(), [a, b]);
+    let batch: Vec<_> = claims.iter().map(sent).collect();
+    let first = store_outbox::succeed_all(&s.db.pool, "w", &batch, false)
+        .await
+        .unwrap();
+    assert_eq!(first, HashMap::from([(a, Some(true)), (b, Some(false))]));
+
+    // The statement committed, but its worker saw it fail: it runs it again.
+    let again = store_outbox::succeed_all(&s.db.pool, "w", &batch, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "recorded successes count as recorded, not lost"
+    );
+    for id in [a, b] {
+        assert_eq!(attempts_of(&s.db.pool, id).await, ["send:succeeded"]);
+        assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
+    }
+
+    // Run again when the first did not commit, it records as the first would have.
+    let a2 = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 10)
+        .await
+        .unwrap()
+        .transitions;
+    let recorded = store_outbox::succeed_all(&s.db.pool, "w", &[sent(&a2[0])], true)
+        .await
+        .unwrap();
+    assert_eq!(recorded, HashMap::from([(a2[0].id, Some(false))]));
+    assert_eq!(attempts_of(&s.db.pool, a2[0].id).await, ["send:succeeded"]);
+    assert_eq!(row(&s.db.pool, a2[0].id).await.state, "succeeded");
+
+    // A claim another worker took over is still lost, however often its success is recorded.
+    let c = s.enqueue("C", 1, 10).await.unwrap().id;
+    let late = store_outbox::claim(&s.db.pool, s.account_id, "late", ttl, 10)
+        .await
+        .unwrap()
+        .transitions;
+    make_due(&s.db.pool).await;
+    store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
+        .await
+        .unwrap();
+    let recorded = store_outbox::succeed_all(&s.db.pool, "late", &[sent(&late[0])], true)
+        .await
+        .unwrap();
+    assert_eq!(recorded, HashMap::from([(c, None)]));
+    assert_eq!(row(&s.db.pool, c).await.state, "running");
+}
+
+#[tokio::test]
+async fn a_group_commit_that_fails_for_a_passing_reason_is_tried_again() {
+    let s = setup().await;
+    // The first attempt row written fails its statement as a serialization failure would (a sequence
+    // counts the rows tried: its numbers are not taken back when the statement's transaction is).
+    sqlx::raw_sql(
+        "create sequence attempt_rows_tried;
+         create function fail_once() returns trigger language plpgsql as $$
+         begin
+             if nextval('attempt_rows_tried') = 1 then
+                 raise exception 'could not serialize access' using errcode = '40001';
+             end if;
+             return new;
+         end $$;
+         create trigger fail_once before insert on outbox_attempts
+             for each row execute function fail_once();",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let id = s.enqueue("A", 1, 10).await.unwrap().id;
+    let worker = s.worker("w", fast());
+
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id })
+    );
+    let tried: i64 = sqlx::query_scalar("select last_value from attempt_rows_tried")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(tried, 2, "the group commit did not fail once, then succeed");
+    assert_eq!(s.fake.applied("A"), vec!["A-1"], "sent once");
+    assert_eq!(attempts_of(&s.db.pool, id).await, ["send:succeeded"]);
+    assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
 }
 
 /// The account's next due time, asserting that finding it read at most two rows of the outbox.

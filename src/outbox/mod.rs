@@ -41,8 +41,8 @@ pub enum OutboxError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A send succeeded but its success could not be recorded; the claim expires and the order is read
-    /// back before anything is sent again.
+    /// A send succeeded but its success could not be recorded (tried again while the failure could
+    /// pass); the claim expires and the order is read back before anything is sent again.
     #[error("the success of transition {id} could not be recorded: {reason}")]
     Unrecorded { id: i64, reason: String },
 }

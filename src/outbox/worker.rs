@@ -27,9 +27,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -43,6 +44,7 @@ use crate::domain::{MarketplaceKind, Order};
 use crate::http::Redactor;
 use crate::marketplace::{Marketplace, MarketplaceError, Transition};
 use crate::ops::metrics;
+use crate::store;
 use crate::store::orders::{self, PageWrite};
 use crate::store::outbox::{self as store_outbox, Attempt, Claimed, OutboxState, Resolution, Sent};
 
@@ -62,6 +64,12 @@ const MOST_CLAIMS_AHEAD: usize = 256;
 /// Transitions `run` holds (waiting for a slot, sending, or waiting for their outcome to be recorded) per
 /// claim it keeps waiting: bounds the work of a worker whose commits fall behind its sends.
 const IN_FLIGHT_PER_CLAIM: usize = 4;
+
+/// A group commit of successes that failed for a passing reason (see [`store::may_pass`]) is tried
+/// again this many times, the first after this delay and each later one after twice the one before:
+/// about a second and a half in all, well inside any claim's lease.
+const RECORD_RETRIES: usize = 4;
+const RECORD_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Asks for the account to be polled soon (the daemon starts a poll run), for orders the adapter cannot
 /// read back one by one.
@@ -801,7 +809,30 @@ impl OutboxWorker {
     async fn record_success(&self, sent: Sent) -> Result<Option<bool>, OutboxError> {
         let id = sent.outbox_id;
         let record = |batch: Vec<Sent>| async move {
-            match store_outbox::succeed_all(&self.pool, &self.owner, &batch).await {
+            // A statement that failed may have committed first: the ones after it are told so.
+            let again = AtomicBool::new(false);
+            let write = || {
+                store_outbox::succeed_all(
+                    &self.pool,
+                    &self.owner,
+                    &batch,
+                    again.swap(true, Ordering::AcqRel),
+                )
+            };
+            let written = write
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(RECORD_RETRY_DELAY)
+                        .with_max_times(RECORD_RETRIES)
+                        .with_jitter(),
+                )
+                .sleep(tokio::time::sleep)
+                .when(store::may_pass)
+                .notify(|e: &sqlx::Error, delay| {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "could not record successes; trying again");
+                })
+                .await;
+            match written {
                 Ok(recorded) => batch
                     .iter()
                     .map(|sent| {

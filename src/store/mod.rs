@@ -34,6 +34,21 @@ pub enum StoreError {
     LeaseLost { account_id: i64, stream: String },
 }
 
+/// Whether a statement that failed with `error` may succeed when run again: the connection failed or
+/// none could be had in time, or PostgreSQL ended the statement for a passing reason (a serialization
+/// failure or deadlock, a shutdown or restart, a lack of resources).
+pub fn may_pass(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            ["08", "40", "53", "57P"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
 /// How long a statement waits for a row or table lock before it fails. A write of the poller that goes
 /// beside the one before it holds its orders' locks while it waits for that write to commit, a wait
 /// PostgreSQL cannot see: were the write before it to wait for a third transaction that waits for those
