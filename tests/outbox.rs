@@ -1118,7 +1118,7 @@ async fn an_outcome_reads_its_own_row_however_many_claims_are_held() {
     );
     rows_read_by(&mut tx, "give_back", 1).await;
     let batch: Vec<store_outbox::Sent> = claims[4..14].iter().map(sent).collect();
-    let recorded = store_outbox::succeed_all(&mut *tx, "w", &batch, false)
+    let recorded = store_outbox::succeed_all(&mut *tx, "w", &batch)
         .await
         .unwrap();
     assert_eq!(recorded.len(), 10);
@@ -1153,25 +1153,30 @@ async fn attempts_of(pool: &PgPool, id: i64) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn a_group_commit_run_again_after_it_committed_records_each_success_once() {
+async fn a_group_commit_run_again_records_each_success_once_even_beside_the_first_run() {
     let s = setup().await;
     let a = s.enqueue("A", 1, 10).await.unwrap().id;
     s.enqueue("A", 2, 10).await.unwrap();
     let b = s.enqueue("B", 1, 10).await.unwrap().id;
     let ttl = Duration::from_secs(60);
-    let claims = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 10)
-        .await
-        .unwrap()
-        .transitions;
+    let claim = async |owner: &str| {
+        let mut claims = store_outbox::claim(&s.db.pool, s.account_id, owner, ttl, 10)
+            .await
+            .unwrap()
+            .transitions;
+        claims.sort_by_key(|c| c.id);
+        claims
+    };
+    let claims = claim("w").await;
     assert_eq!(claims.iter().map(|c| c.id).collect::<Vec<_>>(), [a, b]);
     let batch: Vec<_> = claims.iter().map(sent).collect();
-    let first = store_outbox::succeed_all(&s.db.pool, "w", &batch, false)
+    let first = store_outbox::succeed_all(&s.db.pool, "w", &batch)
         .await
         .unwrap();
     assert_eq!(first, HashMap::from([(a, Some(true)), (b, Some(false))]));
 
     // The statement committed, but its worker saw it fail: it runs it again.
-    let again = store_outbox::succeed_all(&s.db.pool, "w", &batch, true)
+    let again = store_outbox::succeed_all(&s.db.pool, "w", &batch)
         .await
         .unwrap();
     assert_eq!(
@@ -1183,33 +1188,55 @@ async fn a_group_commit_run_again_after_it_committed_records_each_success_once()
         assert_eq!(row(&s.db.pool, id).await.state, "succeeded");
     }
 
-    // Run again when the first did not commit, it records as the first would have.
-    let a2 = store_outbox::claim(&s.db.pool, s.account_id, "w", ttl, 10)
-        .await
-        .unwrap()
-        .transitions;
-    let recorded = store_outbox::succeed_all(&s.db.pool, "w", &[sent(&a2[0])], true)
+    // The first run is still under way when the second starts (the connection it ran on broke, but
+    // PostgreSQL has not noticed yet): the second waits for it, then finds what it recorded.
+    let a2 = claim("w").await;
+    let batch = [sent(&a2[0])];
+    let mut under_way = s.db.pool.begin().await.unwrap();
+    let first = store_outbox::succeed_all(&mut *under_way, "w", &batch)
         .await
         .unwrap();
-    assert_eq!(recorded, HashMap::from([(a2[0].id, Some(false))]));
+    assert_eq!(first, HashMap::from([(a2[0].id, Some(false))]));
+    let pool = s.db.pool.clone();
+    let second =
+        tokio::spawn(async move { store_outbox::succeed_all(&pool, "w", &batch).await.unwrap() });
+    let waiting = async {
+        loop {
+            let waits: i64 = sqlx::query_scalar("select count(*) from pg_locks where not granted")
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap();
+            if waits > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the second run never waited for the first");
+    under_way.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), first);
     assert_eq!(attempts_of(&s.db.pool, a2[0].id).await, ["send:succeeded"]);
     assert_eq!(row(&s.db.pool, a2[0].id).await.state, "succeeded");
 
-    // A claim another worker took over is still lost, however often its success is recorded.
+    // A claim another worker took over, and recorded as its own success, stays lost however often the
+    // first holder's success is recorded.
     let c = s.enqueue("C", 1, 10).await.unwrap().id;
-    let late = store_outbox::claim(&s.db.pool, s.account_id, "late", ttl, 10)
-        .await
-        .unwrap()
-        .transitions;
+    let late = claim("late").await;
     make_due(&s.db.pool).await;
-    store_outbox::claim(&s.db.pool, s.account_id, "fresh", ttl, 10)
+    let fresh = claim("fresh").await;
+    let fresh_batch = [sent(&fresh[0])];
+    store_outbox::succeed_all(&s.db.pool, "fresh", &fresh_batch)
         .await
         .unwrap();
-    let recorded = store_outbox::succeed_all(&s.db.pool, "late", &[sent(&late[0])], true)
-        .await
-        .unwrap();
-    assert_eq!(recorded, HashMap::from([(c, None)]));
-    assert_eq!(row(&s.db.pool, c).await.state, "running");
+    for _ in 0..2 {
+        let recorded = store_outbox::succeed_all(&s.db.pool, "late", &[sent(&late[0])])
+            .await
+            .unwrap();
+        assert_eq!(recorded, HashMap::from([(c, None)]));
+    }
+    assert_eq!(row(&s.db.pool, c).await.fence, fresh[0].fence);
 }
 
 #[tokio::test]

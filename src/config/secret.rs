@@ -55,7 +55,7 @@ pub enum SecretError {
     #[error("the secret is empty")]
     Empty,
     #[error(
-        "the secret is shorter than {MIN_SECRET_LEN} characters: it could not be kept out of logs and errors (no real credential is that short)"
+        "the secret is shorter than {MIN_SECRET_LEN} bytes: it could not be kept out of logs and errors (no real credential is that short)"
     )]
     TooShort,
 }

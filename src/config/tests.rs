@@ -237,7 +237,7 @@ fn a_secret_too_short_to_keep_out_of_logs_is_refused_by_key_without_showing_it()
     .unwrap_err()
     .to_string();
     assert!(
-        message.starts_with("accounts[0].api_password: the secret is shorter than 4 characters"),
+        message.starts_with("accounts[0].api_password: the secret is shorter than 4 bytes"),
         "{message}"
     );
     assert!(!message.contains("p9x"), "the secret leaked: {message}");

@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -66,8 +66,10 @@ const MOST_CLAIMS_AHEAD: usize = 256;
 const IN_FLIGHT_PER_CLAIM: usize = 4;
 
 /// A group commit of successes that failed for a passing reason (see [`store::may_pass`]) is tried
-/// again this many times, the first after this delay and each later one after twice the one before:
-/// about a second and a half in all, well inside any claim's lease.
+/// again this many times, the first after this delay (and up to as much again, the jitter) and each later
+/// one after twice the one before: 1.5 to 3 s of waiting in all, besides each try's own time (a try
+/// waits for a connection up to the pool's acquire timeout). A claim whose lease ran out meanwhile is
+/// fenced off as ever.
 const RECORD_RETRIES: usize = 4;
 const RECORD_RETRY_DELAY: Duration = Duration::from_millis(100);
 
@@ -809,16 +811,8 @@ impl OutboxWorker {
     async fn record_success(&self, sent: Sent) -> Result<Option<bool>, OutboxError> {
         let id = sent.outbox_id;
         let record = |batch: Vec<Sent>| async move {
-            // A statement that failed may have committed first: the ones after it are told so.
-            let again = AtomicBool::new(false);
-            let write = || {
-                store_outbox::succeed_all(
-                    &self.pool,
-                    &self.owner,
-                    &batch,
-                    again.swap(true, Ordering::AcqRel),
-                )
-            };
+            // Run again, the statement finds what a run that failed yet committed recorded.
+            let write = || store_outbox::succeed_all(&self.pool, &self.owner, &batch);
             let written = write
                 .retry(
                     ExponentialBuilder::default()

@@ -36,14 +36,16 @@ pub enum StoreError {
 
 /// Whether a statement that failed with `error` may succeed when run again: the connection failed or
 /// none could be had in time, or PostgreSQL ended the statement for a passing reason (a serialization
-/// failure or deadlock, a shutdown or restart, a lack of resources).
+/// failure or deadlock, a server shutting down or starting, too many connections, short of memory).
 pub fn may_pass(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
-            ["08", "40", "53", "57P"]
-                .iter()
-                .any(|class| code.starts_with(class))
+            (code.starts_with("08") && code != "08P01")
+                || [
+                    "40001", "40P01", "53000", "53200", "53300", "57P01", "57P02", "57P03",
+                ]
+                .contains(&code.as_ref())
         }),
         _ => false,
     }

@@ -393,14 +393,14 @@ pub struct Sent {
 /// outbox id, `None` when that claim was lost, else whether a later transition of the same order is still
 /// to run (it will leave the order in its newest state, so reading the order back now can wait for it).
 ///
-/// `again`: the same sends were recorded before by a statement whose outcome is unknown (it failed, and
-/// may have committed first). Then a send whose attempt row is there is not written twice, and a claim
-/// its success already ended counts as recorded, not as lost.
+/// Running it again with the same sends changes nothing and answers the same, even while the first run
+/// is still under way (it waits for it): a statement that failed may have committed, or may still
+/// commit, so this is how a failure is tried again. A claim has one successful send at most (a unique
+/// index), and a claim its success already ended counts as recorded.
 pub async fn succeed_all(
     db: impl PgExecutor<'_>,
     worker: &str,
     sent: &[Sent],
-    again: bool,
 ) -> Result<HashMap<i64, Option<bool>>, sqlx::Error> {
     let rows: Vec<(i64, Option<bool>)> = sqlx::query_as(
         "with sent as (
@@ -414,29 +414,22 @@ pub async fn succeed_all(
             select outbox_id, attempt, fence, $1, 'send', 'succeeded', request_summary, http_status,
                 response_excerpt, started_at, duration_ms
             from sent
-            where not $10 or not exists (
-                select 1 from outbox_attempts a
-                where a.outbox_id = sent.outbox_id and a.fence = sent.fence and a.action = 'send'
-                  and a.outcome = 'succeeded')),
+            on conflict (outbox_id, fence) where action = 'send' and outcome = 'succeeded'
+            do nothing),
          succeeded as (
             update outbox o
                set state = 'succeeded', next_attempt_at = null, lease_owner = null,
-                   lease_expires_at = null, updated_at = now(), finished_at = now()
+                   lease_expires_at = null, updated_at = now(),
+                   finished_at = coalesce(o.finished_at, now())
             from sent
-            where o.id = sent.outbox_id and o.fence = sent.fence and o.lease_owner is not null
-            returning o.id, o.account_id, o.order_external_id),
-         recorded as (
-            select * from succeeded
-            union all
-            select o.id, o.account_id, o.order_external_id
-            from outbox o join sent on o.id = sent.outbox_id
-            where $10 and o.state = 'succeeded' and o.fence = sent.fence)
-         select sent.outbox_id,
-            case when r.id is not null then exists (
+            where o.id = sent.outbox_id and o.fence = sent.fence
+              and (o.lease_owner is not null or o.state = 'succeeded')
+            returning o.id, exists (
                 select 1 from outbox e
-                where e.account_id = r.account_id and e.order_external_id = r.order_external_id
-                  and e.id > r.id and e.state in ('pending', 'running', 'unknown')) end
-         from sent left join recorded r on r.id = sent.outbox_id",
+                where e.account_id = o.account_id and e.order_external_id = o.order_external_id
+                  and e.id > o.id and e.state in ('pending', 'running', 'unknown')) as later)
+         select sent.outbox_id, succeeded.later
+         from sent left join succeeded on succeeded.id = sent.outbox_id",
     )
     .bind(worker)
     .bind(sent.iter().map(|s| s.outbox_id).collect::<Vec<_>>())
@@ -463,7 +456,6 @@ pub async fn succeed_all(
             .map(|s| duration_ms(s.duration))
             .collect::<Vec<_>>(),
     )
-    .bind(again)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().collect())
