@@ -439,6 +439,46 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Starts recording `batch` as successes beside the open transaction `under_way`, and returns once
+    /// that recording waits for it.
+    async fn record_beside(
+        &self,
+        under_way: &mut sqlx::PgConnection,
+        batch: &[store_outbox::Sent],
+    ) -> tokio::task::JoinHandle<HashMap<i64, Option<bool>>> {
+        let holder: i32 = sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&mut *under_way)
+            .await
+            .unwrap();
+        let pool = self.db.pool.clone();
+        let batch = batch.to_vec();
+        let recording =
+            tokio::spawn(
+                async move { store_outbox::succeed_all(&pool, "w", &batch).await.unwrap() },
+            );
+        let waiting = async {
+            loop {
+                let waits: bool = sqlx::query_scalar(
+                    "select exists (select 1 from pg_stat_activity where $1 = any(pg_blocking_pids(pid)))",
+                )
+                .bind(holder)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+                if waits {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the second recording never waited for the first");
+        recording
+    }
+}
+
 async fn row(pool: &PgPool, id: i64) -> store_outbox::OutboxRow {
     store_outbox::get(pool, id).await.unwrap().unwrap()
 }
@@ -1197,28 +1237,31 @@ async fn a_group_commit_run_again_records_each_success_once_even_beside_the_firs
         .await
         .unwrap();
     assert_eq!(first, HashMap::from([(a2[0].id, Some(false))]));
-    let pool = s.db.pool.clone();
-    let second =
-        tokio::spawn(async move { store_outbox::succeed_all(&pool, "w", &batch).await.unwrap() });
-    let waiting = async {
-        loop {
-            let waits: i64 = sqlx::query_scalar("select count(*) from pg_locks where not granted")
-                .fetch_one(&s.db.pool)
-                .await
-                .unwrap();
-            if waits > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("the second run never waited for the first");
+    let second = s.record_beside(&mut under_way, &batch).await;
     under_way.commit().await.unwrap();
     assert_eq!(second.await.unwrap(), first);
     assert_eq!(attempts_of(&s.db.pool, a2[0].id).await, ["send:succeeded"]);
     assert_eq!(row(&s.db.pool, a2[0].id).await.state, "succeeded");
+
+    // The same for the attempt row alone: written by a run still under way, it is not written again.
+    let b2 = s.enqueue("B", 2, 10).await.unwrap().id;
+    let batch = [sent(&claim("w").await[0])];
+    let mut under_way = s.db.pool.begin().await.unwrap();
+    sqlx::query(
+        "insert into outbox_attempts (outbox_id, attempt, fence, worker, action, outcome,
+            started_at, duration_ms)
+         values ($1, $2, $3, 'w', 'send', 'succeeded', now(), 1)",
+    )
+    .bind(batch[0].outbox_id)
+    .bind(batch[0].attempt)
+    .bind(batch[0].fence)
+    .execute(&mut *under_way)
+    .await
+    .unwrap();
+    let second = s.record_beside(&mut under_way, &batch).await;
+    under_way.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), HashMap::from([(b2, Some(false))]));
+    assert_eq!(attempts_of(&s.db.pool, b2).await, ["send:succeeded"]);
 
     // A claim another worker took over, and recorded as its own success, stays lost however often the
     // first holder's success is recorded.

@@ -419,7 +419,8 @@ pub async fn succeed_all(
          succeeded as (
             update outbox o
                set state = 'succeeded', next_attempt_at = null, lease_owner = null,
-                   lease_expires_at = null, updated_at = now(),
+                   lease_expires_at = null,
+                   updated_at = case when o.lease_owner is null then o.updated_at else now() end,
                    finished_at = coalesce(o.finished_at, now())
             from sent
             where o.id = sent.outbox_id and o.fence = sent.fence
