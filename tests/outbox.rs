@@ -929,6 +929,50 @@ async fn a_refusal_fails_with_the_api_message_blocks_the_order_until_cancelled()
 }
 
 #[tokio::test]
+async fn a_success_whose_re_read_was_left_to_a_later_transition_is_read_when_that_one_fails() {
+    let s = setup().await;
+    let worker = s.worker("w", fast());
+    let stored_status = async || -> Option<String> {
+        sqlx::query_scalar("select status_code from orders where external_id = 'A'")
+            .fetch_optional(&s.db.pool)
+            .await
+            .unwrap()
+    };
+    let first = s.enqueue("A", 1, 10).await.unwrap().id;
+    let second = s.enqueue("A", 2, 10).await.unwrap().id;
+    assert_eq!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Succeeded { id: first })
+    );
+    assert_eq!(stored_status().await, None, "the next transition re-reads");
+
+    s.fake
+        .script([Script::Reject("package 77 is already shipped")]);
+    assert!(matches!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Failed { id, .. }) if id == second
+    ));
+    assert_eq!(
+        stored_status().await.as_deref(),
+        Some("1"),
+        "the order as the first transition left it"
+    );
+
+    // A failure with no success before it reads nothing (a read would store the order).
+    let other = s.enqueue("B", 1, 10).await.unwrap().id;
+    s.fake.script([Script::Reject("no such package")]);
+    assert!(matches!(
+        worker.run_once().await.unwrap(),
+        Some(Outcome::Failed { id, .. }) if id == other
+    ));
+    let stored: i64 = sqlx::query_scalar("select count(*) from orders where external_id = 'B'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
 async fn an_ambiguous_send_is_read_back_instead_of_sent_blindly() {
     let s = setup().await;
     let worker = s.worker("w", fast());

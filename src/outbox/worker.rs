@@ -15,7 +15,8 @@
 //! re-read after their successes are grouped the same way: one read serves the orders waiting for it.
 //!
 //! What a claim ends in:
-//! - success → `succeeded`; the order is read again and stored.
+//! - success → `succeeded`; the order is read again and stored, unless a later transition of the order is
+//!   queued: that one reads it after its own success, or when it ends `failed` or `dead`.
 //! - transient failure (connect, timeout before sending, 5xx, 429) → `pending` after a backoff, or `dead`
 //!   once `max_attempts` claims are used up.
 //! - refusal (other 4xx, a failure in a 200 body), refused credentials, or an invalid SQL-queued row →
@@ -799,11 +800,34 @@ impl OutboxWorker {
         outcome: impl FnOnce() -> Outcome,
     ) -> Result<Outcome, OutboxError> {
         if store_outbox::resolve(&self.pool, claim.id, claim.fence, resolution).await? {
+            if matches!(
+                resolution,
+                Resolution::Failed { .. } | Resolution::Dead { .. }
+            ) {
+                self.refresh_after_an_end(claim).await?;
+            }
             Ok(outcome())
         } else {
             tracing::warn!("the claim was taken over by another worker; outcome not recorded");
             Ok(Outcome::LeaseLost { id: claim.id })
         }
+    }
+
+    /// Re-reads the order of a transition that ended without success (it waits for an operator) when an
+    /// earlier transition of the order succeeded after the order was last stored: that success left the
+    /// re-read to this transition.
+    async fn refresh_after_an_end(&self, claim: &Claimed) -> Result<(), OutboxError> {
+        if store_outbox::order_state_is_stale(
+            &self.pool,
+            self.account_id,
+            &claim.order_external_id,
+            Some(claim.id),
+        )
+        .await?
+        {
+            self.refresh(claim.order_external_id.clone()).await;
+        }
+        Ok(())
     }
 
     /// Records a successful send with the others queued meanwhile: `None` when the claim was lost, else
