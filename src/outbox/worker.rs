@@ -804,7 +804,7 @@ impl OutboxWorker {
                 resolution,
                 Resolution::Failed { .. } | Resolution::Dead { .. }
             ) {
-                self.refresh_after_an_end(claim).await?;
+                self.refresh_after_an_end(claim).await;
             }
             Ok(outcome())
         } else {
@@ -815,19 +815,22 @@ impl OutboxWorker {
 
     /// Re-reads the order of a transition that ended without success (it waits for an operator) when an
     /// earlier transition of the order succeeded after the order was last stored: that success left the
-    /// re-read to this transition.
-    async fn refresh_after_an_end(&self, claim: &Claimed) -> Result<(), OutboxError> {
-        if store_outbox::order_state_is_stale(
+    /// re-read to this transition. The outcome is recorded by then: a failure here is only logged.
+    async fn refresh_after_an_end(&self, claim: &Claimed) {
+        match store_outbox::order_state_is_stale(
             &self.pool,
             self.account_id,
             &claim.order_external_id,
             Some(claim.id),
         )
-        .await?
+        .await
         {
-            self.refresh(claim.order_external_id.clone()).await;
+            Ok(true) => self.refresh(claim.order_external_id.clone()).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not tell whether the order needs reading again; a poll will")
+            }
         }
-        Ok(())
     }
 
     /// Records a successful send with the others queued meanwhile: `None` when the claim was lost, else
