@@ -69,6 +69,8 @@ struct FakeState {
     unreadable: Vec<String>,
     /// Orders whose read fails (`fetch_order` answers a transient error).
     read_failing: Vec<String>,
+    /// How long each send takes.
+    send_time: Duration,
 }
 
 /// An in-memory marketplace with one kind, `step` (argument `n`, digits), read-back and scripted failures.
@@ -199,6 +201,8 @@ impl Marketplace for Fake {
         };
         // Let other workers run while this send is "on the wire".
         tokio::task::yield_now().await;
+        let send_time = self.state.lock().unwrap().send_time;
+        tokio::time::sleep(send_time).await;
         let apply = |fake: &Fake| {
             let mut s = fake.state.lock().unwrap();
             s.applied
@@ -416,13 +420,23 @@ impl Setup {
         sends: usize,
         stopped: &str,
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let worker = Arc::new(self.worker(
-            owner,
-            OutboxSettings {
-                concurrency,
-                ..fast()
-            },
-        ));
+        let settings = OutboxSettings {
+            concurrency,
+            ..fast()
+        };
+        self.run_with_until_sent(owner, settings, sends, stopped)
+            .await
+    }
+
+    /// [`Setup::run_until_sent`] with any settings.
+    async fn run_with_until_sent(
+        &self,
+        owner: &str,
+        settings: OutboxSettings,
+        sends: usize,
+        stopped: &str,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let worker = Arc::new(self.worker(owner, settings));
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(Arc::new(Notify::new()), shutdown.clone()));
         // Each answered send raises the signal; the timeout only keeps a broken worker from hanging the
@@ -735,6 +749,41 @@ async fn sends_go_on_while_earlier_successes_wait_to_be_recorded() {
     );
     assert_eq!(attempts, 60, "one attempt row per transition");
     assert_eq!(s.fake.sends(), 60, "a transition was sent twice");
+}
+
+#[tokio::test]
+async fn claims_waiting_for_a_slow_marketplace_keep_their_leases() {
+    let s = setup().await;
+    // 20 sends of 100 ms each, one at a time, with a lease of 1 s: the claims waiting longest would
+    // outlive their lease.
+    s.fake.state.lock().unwrap().send_time = Duration::from_millis(100);
+    for n in 0..20 {
+        s.enqueue(&format!("O{n}"), 1, 10).await.unwrap();
+    }
+    let settings = OutboxSettings {
+        concurrency: 1,
+        lease_ttl: Duration::from_secs(1),
+        ..fast()
+    };
+    let (shutdown, running) = s
+        .run_with_until_sent("w", settings, 20, "the worker stopped sending")
+        .await;
+    shutdown.cancel();
+    running.await.unwrap();
+
+    let (succeeded, read_backs): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from outbox where state = 'succeeded'),
+            (select count(*) from outbox_attempts where action = 'read_back')",
+    )
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(succeeded, 20);
+    assert_eq!(
+        read_backs, 0,
+        "claims expired while they waited and were taken again"
+    );
+    assert_eq!(s.fake.sends(), 20);
 }
 
 #[tokio::test]

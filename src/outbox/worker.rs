@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -216,12 +216,18 @@ impl OutboxWorker {
     /// Runs until `shutdown`: claims due transitions (as many waiting for a slot as [`ClaimsAhead`]
     /// says, topped up when half of them have started), handles them concurrently with at most
     /// `concurrency` talking to the marketplace, and sleeps until woken by `wake`, the next scheduled
-    /// attempt or the poll interval. At shutdown, claims not yet sent are given back, transitions being
+    /// attempt or the poll interval. Claims waiting for a slot keep their leases while the worker runs.
+    /// At shutdown, claims not yet sent are given back, transitions being
     /// sent get `shutdown_grace` to finish, and claims still held then are released (as `unknown`, read
     /// back before any resend).
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, shutdown: CancellationToken) {
         let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
         let mut ahead = ClaimsAhead::new(self.settings.concurrency.max(1) * CLAIMS_PER_SLOT);
+        // Claims waiting for a slot keep their leases while they wait, however slowly the marketplace
+        // answers the sends before them: every quarter lease, those past half of it are extended.
+        let every = (self.settings.lease_ttl / 4).max(Duration::from_millis(10));
+        let mut keep_leases = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        keep_leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The database's time of the last claim: transitions due by then that it did not take wait for
         // something else (an earlier transition of their order, another worker), not for a timer.
         let mut last_claim = None;
@@ -247,7 +253,7 @@ impl OutboxWorker {
                         last_claim = Some(claims.as_of);
                         let claims = claims.transitions;
                         saturated = claims.len() == free;
-                        self.unsent.add(claims.len());
+                        self.unsent.add(&claims);
                         for claim in claims {
                             let worker = self.clone();
                             let span = self.span(&claim);
@@ -280,6 +286,7 @@ impl OutboxWorker {
                     }
                 }
                 () = tokio::time::sleep(idle), if !saturated => {}
+                _ = keep_leases.tick() => self.keep_leases().await,
             }
         }
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {
@@ -303,6 +310,19 @@ impl OutboxWorker {
             Err(e) => {
                 tracing::warn!(error = %e, "could not release outbox claims; they will expire")
             }
+        }
+    }
+
+    /// Extends the leases of the claims waiting for a slot that are past half of them.
+    async fn keep_leases(&self) {
+        let waiting = self.unsent.held();
+        if waiting.is_empty() {
+            return;
+        }
+        if let Err(e) =
+            store_outbox::extend_waiting(&self.pool, &waiting, self.settings.lease_ttl).await
+        {
+            tracing::warn!(error = %e, "could not extend the leases of claims waiting for a slot");
         }
     }
 
@@ -363,7 +383,7 @@ impl OutboxWorker {
             () = stop.cancelled() => None,
             slot = self.slot() => Some(slot),
         };
-        self.unsent.started();
+        self.unsent.started(&claim);
         match slot {
             Some(slot) => self.handle(claim, claimed_at, slot).await,
             None => self.give_back(&claim).await,
@@ -932,30 +952,45 @@ impl OutboxWorker {
     }
 }
 
-/// How many of `run`'s claims wait for a slot, and how many have stopped waiting so far; `wake` wakes
-/// `run` each time one stops waiting.
+/// The claims of `run` waiting for a slot (id and fence, so their leases can be kept), and how many have
+/// stopped waiting so far; `wake` wakes `run` each time one stops waiting.
 #[derive(Default)]
 struct Unsent {
-    waiting: AtomicUsize,
+    waiting: std::sync::Mutex<HashMap<i64, i64>>,
     started: AtomicU64,
     wake: Notify,
 }
 
 impl Unsent {
     fn count(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
+        self.waiting().len()
+    }
+
+    /// The waiting claims, as (id, fence).
+    fn held(&self) -> Vec<(i64, i64)> {
+        self.waiting()
+            .iter()
+            .map(|(&id, &fence)| (id, fence))
+            .collect()
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+        self.waiting
+            .lock()
+            .expect("the waiting claims are never poisoned")
     }
 
     fn started_so_far(&self) -> u64 {
         self.started.load(Ordering::Acquire)
     }
 
-    fn add(&self, claims: usize) {
-        self.waiting.fetch_add(claims, Ordering::AcqRel);
+    fn add(&self, claims: &[Claimed]) {
+        self.waiting()
+            .extend(claims.iter().map(|claim| (claim.id, claim.fence)));
     }
 
-    fn started(&self) {
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    fn started(&self, claim: &Claimed) {
+        self.waiting().remove(&claim.id);
         self.started.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }

@@ -298,6 +298,29 @@ pub async fn extend(
     Ok(rows == 1)
 }
 
+/// Extends the leases of claims waiting for their worker's slot (the worker is alive and will send
+/// them), each fenced, once half of the lease has passed: a claim that waits longer than its lease would
+/// otherwise be taken again, and read back before it is sent. `waiting`: (id, fence) pairs. Returns how
+/// many were extended.
+pub async fn extend_waiting(
+    db: impl PgExecutor<'_>,
+    waiting: &[(i64, i64)],
+    ttl: Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "update outbox o set lease_expires_at = now() + $3, updated_at = now()
+         from unnest($1::int8[], $2::int8[]) as w(id, fence)
+         where o.id = w.id and o.fence = w.fence and o.lease_owner is not null
+           and o.lease_expires_at < now() + $3 / 2",
+    )
+    .bind(waiting.iter().map(|&(id, _)| id).collect::<Vec<_>>())
+    .bind(waiting.iter().map(|&(_, fence)| fence).collect::<Vec<_>>())
+    .bind(interval(ttl))
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Records that a claimed row passed validation.
 pub async fn mark_validated(
     db: impl PgExecutor<'_>,
