@@ -205,7 +205,7 @@ impl OutboxWorker {
                 let span = self.span(&claim);
                 let handled = async {
                     let slot = self.slot().await;
-                    self.handle(claim, claimed_at, slot).await
+                    self.handle_to_the_end(claim, claimed_at, slot).await
                 };
                 Ok(Some(handled.instrument(span).await?))
             }
@@ -224,7 +224,7 @@ impl OutboxWorker {
         let mut in_flight: JoinSet<Result<Outcome, OutboxError>> = JoinSet::new();
         let mut ahead = ClaimsAhead::new(self.settings.concurrency.max(1) * CLAIMS_PER_SLOT);
         // Claims waiting for a slot keep their leases while they wait, however slowly the marketplace
-        // answers the sends before them: every quarter lease, those past half of it are extended.
+        // answers the sends before them: every quarter lease, those past a quarter of it are extended.
         let every = (self.settings.lease_ttl / 4).max(Duration::from_millis(10));
         let mut keep_leases = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         keep_leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -313,7 +313,7 @@ impl OutboxWorker {
         }
     }
 
-    /// Extends the leases of the claims waiting for a slot that are past half of them.
+    /// Extends the leases of the claims waiting for a slot that are past a quarter of them.
     async fn keep_leases(&self) {
         let waiting = self.unsent.held();
         if waiting.is_empty() {
@@ -385,7 +385,7 @@ impl OutboxWorker {
         };
         self.unsent.started(&claim);
         match slot {
-            Some(slot) => self.handle(claim, claimed_at, slot).await,
+            Some(slot) => self.handle_to_the_end(claim, claimed_at, slot).await,
             None => self.give_back(&claim).await,
         }
     }
@@ -820,12 +820,6 @@ impl OutboxWorker {
         outcome: impl FnOnce() -> Outcome,
     ) -> Result<Outcome, OutboxError> {
         if store_outbox::resolve(&self.pool, claim.id, claim.fence, resolution).await? {
-            if matches!(
-                resolution,
-                Resolution::Failed { .. } | Resolution::Dead { .. }
-            ) {
-                self.refresh_after_an_end(claim).await;
-            }
             Ok(outcome())
         } else {
             tracing::warn!("the claim was taken over by another worker; outcome not recorded");
@@ -833,24 +827,30 @@ impl OutboxWorker {
         }
     }
 
-    /// Re-reads the order of a transition that ended without success (it waits for an operator) when an
-    /// earlier transition of the order succeeded after the order was last stored: that success left the
-    /// re-read to this transition. The outcome is recorded by then: a failure here is only logged.
-    async fn refresh_after_an_end(&self, claim: &Claimed) {
-        match store_outbox::order_state_is_stale(
-            &self.pool,
-            self.account_id,
-            &claim.order_external_id,
-            Some(claim.id),
-        )
-        .await
-        {
-            Ok(true) => self.refresh(claim.order_external_id.clone()).await,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "could not tell whether the order needs reading again; a poll will")
+    /// Handles one claim to its end in `slot` ([`Self::handle`]), then, out of the slot, re-reads the order
+    /// of a transition that ended `failed` or `dead` (it waits for an operator) when an earlier transition
+    /// of the order succeeded after the order was last stored: that success left the re-read to this
+    /// transition. The outcome is recorded by then: a failure of the re-read is only logged.
+    async fn handle_to_the_end(
+        &self,
+        claim: Claimed,
+        claimed_at: Instant,
+        slot: SemaphorePermit<'_>,
+    ) -> Result<Outcome, OutboxError> {
+        let (id, order) = (claim.id, claim.order_external_id.clone());
+        let outcome = self.handle(claim, claimed_at, slot).await?;
+        if matches!(outcome, Outcome::Failed { .. } | Outcome::Dead { .. }) {
+            match store_outbox::order_state_is_stale(&self.pool, self.account_id, &order, Some(id))
+                .await
+            {
+                Ok(true) => self.refresh(order).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not tell whether the order needs reading again; a poll will")
+                }
             }
         }
+        Ok(outcome)
     }
 
     /// Records a successful send with the others queued meanwhile: `None` when the claim was lost, else
@@ -990,7 +990,13 @@ impl Unsent {
     }
 
     fn started(&self, claim: &Claimed) {
-        self.waiting().remove(&claim.id);
+        {
+            let mut waiting = self.waiting();
+            // A newer claim of the same transition (taken again after this one's lease ran out) stays.
+            if waiting.get(&claim.id) == Some(&claim.fence) {
+                waiting.remove(&claim.id);
+            }
+        }
         self.started.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }

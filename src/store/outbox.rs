@@ -299,8 +299,9 @@ pub async fn extend(
 }
 
 /// Extends the leases of claims waiting for their worker's slot (the worker is alive and will send
-/// them), each fenced, once half of the lease has passed: a claim that waits longer than its lease would
-/// otherwise be taken again, and read back before it is sent. `waiting`: (id, fence) pairs. Returns how
+/// them), each fenced, once a quarter of the lease has passed (checked every quarter lease, a lease never
+/// has less than half of it left): a claim that waits longer than its lease would otherwise be taken
+/// again, and read back before it is sent. `waiting`: (id, fence) pairs. Returns how
 /// many were extended.
 pub async fn extend_waiting(
     db: impl PgExecutor<'_>,
@@ -311,7 +312,7 @@ pub async fn extend_waiting(
         "update outbox o set lease_expires_at = now() + $3, updated_at = now()
          from unnest($1::int8[], $2::int8[]) as w(id, fence)
          where o.id = w.id and o.fence = w.fence and o.lease_owner is not null
-           and o.lease_expires_at < now() + $3 / 2",
+           and o.lease_expires_at < now() + $3 * 0.75",
     )
     .bind(waiting.iter().map(|&(id, _)| id).collect::<Vec<_>>())
     .bind(waiting.iter().map(|&(_, fence)| fence).collect::<Vec<_>>())
